@@ -1,0 +1,124 @@
+"""What each `recorder` subcommand does; cli.py only parses arguments."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from recorder.cli import print_json
+from recorder.errors import KeyFileError
+from recorder.runtime.archive import Archive
+from recorder.runtime.audit import AuditTrail
+from recorder.runtime.index import Index
+from recorder.runtime.keyfile import generate_master_key, load_key_file, write_key_file
+from recorder.runtime.replay import ReplaySummary, replay
+from recorder.runtime.timefmt import rfc3339_ns
+
+
+def cmd_keygen(args: argparse.Namespace, actor: str) -> int:
+    key = generate_master_key()
+    write_key_file(args.path, key)
+    if args.archive is not None:
+        archive = Archive(args.archive)
+        archive.create()
+        trail = AuditTrail(archive.audit_path, actor)
+        trail.append("key.generated", kid=key.kid)
+        trail.close()
+    print(key.kid)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, actor: str) -> int:
+    if args.dev_key and not args.key.exists():
+        key = generate_master_key()
+        write_key_file(args.key, key)
+        print(f"generated a DEVELOPMENT master key {args.key} (kid {key.kid})", file=sys.stderr)
+    master = load_key_file(args.key)
+    summary = replay(list(args.captures), args.archive, master, actor)
+    _print_summary(summary, args.archive)
+    return 0
+
+
+def _print_summary(s: ReplaySummary, archive: object) -> None:
+    out = sys.stdout
+    print(f"captures read     {s.files} ({s.frames} frames)", file=out)
+    for name in s.truncated_files:
+        print(f"  truncated: {name} (read up to the cut)", file=out)
+    print(f"SIP messages      {s.sip_messages}", file=out)
+    print(f"RTP packets       {s.rtp_packets} (+{s.rtcp_packets} RTCP ignored)", file=out)
+    print(f"calls seen        {s.calls_seen}", file=out)
+    print(f"calls recorded    {s.recorded}  -> {archive}", file=out)
+    if s.recovered:
+        print(f"recovered         {s.recovered} recording(s) left open by a crash", file=out)
+    if s.failed:
+        print(f"FAILED            {s.failed} recording(s) could not be written", file=out)
+    skipped = sum(s.not_recorded.values())
+    print(f"calls not recorded {skipped}", file=out)
+    for outcome, count in sorted(s.not_recorded.items()):
+        print(f"  {outcome:<22} {count}", file=out)
+    dropped = sum(s.drops.values())
+    print(f"packets dropped   {dropped}", file=out)
+    for (layer, reason), count in sorted(s.drops.items(), key=lambda kv: (-kv[1], kv[0])):
+        print(f"  {layer}/{reason:<24} {count}", file=out)
+    if s.internal_errors:
+        print(f"INTERNAL ERRORS   {s.internal_errors} frame(s) skipped (see log)", file=out)
+
+
+def cmd_list(args: argparse.Namespace, actor: str) -> int:
+    archive = Archive(args.archive)
+    archive.require()
+    index = Index(archive.index_path)
+    try:
+        if args.calls:
+            calls = [c.to_public_dict() for c in index.list_calls()]
+            if args.json:
+                print_json(calls)
+            else:
+                for c in calls:
+                    print(f"{c['first_seen']}  {c['outcome']:<13} {c['reason']}  {c['call_id']}")
+            return 0
+        rows = [r.to_public_dict() for r in index.list_recordings()]
+    finally:
+        index.close()
+    if args.json:
+        print_json(rows)
+        return 0
+    for r in rows:
+        state = "complete" if r["complete"] else "INCOMPLETE"
+        print(
+            f"{r['id']}  {r['start']}  {r['duration_s']:>8.2f}s  {r['caller']} -> {r['callee']}"
+            f"  {','.join(r['codecs'])}  {state}"
+        )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, actor: str) -> int:
+    from recorder.runtime.export import export_wav
+
+    master = load_key_file(args.key)
+    info = export_wav(Archive(args.archive), {master.kid: master}, args.recording_id,
+                      args.output, actor)
+    print(f"wrote {args.output}: {info}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, actor: str) -> int:
+    from recorder.runtime.verify import verify_archive
+
+    try:
+        master = load_key_file(args.key)
+    except KeyFileError:
+        raise
+    report = verify_archive(Archive(args.archive), {master.kid: master}, actor)
+    for line in report.failures:
+        print(f"FAIL {line}")
+    for line in report.notes:
+        print(f"note {line}")
+    verdict = "OK" if report.ok else "FAILED"
+    print(
+        f"{verdict}: {report.recordings_ok}/{report.recordings} recordings authentic, "
+        f"audit trail {report.audit_records} records "
+        f"{'intact' if report.audit_ok else 'BROKEN'}"
+    )
+    _ = rfc3339_ns
+    return 0 if report.ok else 1

@@ -1,0 +1,129 @@
+"""Every call being followed, and the media endpoints that lead RTP to them."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+
+from recorder.core.calls import ANSWERED, CANCELLED, FAILED, Call
+from recorder.core.events import CallNotRecorded, Event, RecordingAudio, RecordingEnded
+from recorder.core.limits import CoreLimits
+from recorder.core.media.timeline import NS_PER_S
+from recorder.core.media_path import MediaPath
+from recorder.core.stats import CoreStats
+
+
+def endpoint_key(ip: bytes, port: int) -> bytes:
+    """The lookup key of a media endpoint: packed address then big-endian port, which is
+    also how the fast path slices it straight out of a frame."""
+    return ip + port.to_bytes(2, "big")
+
+
+class CallTable:
+    def __init__(
+        self,
+        limits: CoreLimits,
+        stats: CoreStats,
+        media: MediaPath,
+        emit: Callable[[Event], None],
+    ) -> None:
+        self._limits = limits
+        self._stats = stats
+        self._media = media
+        self._emit = emit
+        self.calls: OrderedDict[str, Call] = OrderedDict()  # oldest SIP activity first
+        # Endpoint key -> (call, side that receives there).
+        self.endpoints: dict[bytes, tuple[Call, int]] = {}
+        self._serial = 0
+
+    def __len__(self) -> int:
+        return len(self.calls)
+
+    def __iter__(self) -> Iterator[Call]:
+        return iter(list(self.calls.values()))
+
+    def get(self, call_id: str) -> Call | None:
+        return self.calls.get(call_id)
+
+    def new_call(self, call_id: str, caller: str, callee: str, tag: str, now_ns: int) -> Call:
+        if len(self.calls) >= self._limits.max_calls:
+            self._evict(now_ns)
+        self._serial += 1
+        call = Call(self._serial, call_id, caller, callee, tag, now_ns, now_ns)
+        self.calls[call_id] = call
+        self._stats.calls_seen += 1
+        return call
+
+    def touch(self, call: Call, now_ns: int) -> None:
+        call.last_activity_ns = now_ns
+        self.calls.move_to_end(call.call_id)
+
+    def add_endpoint(self, call: Call, side: int, ip: bytes, port: int) -> None:
+        # The newest offer wins an endpoint: a port reused by a later call moves to it.
+        key = endpoint_key(ip, port)
+        self.endpoints[key] = (call, side)
+        call.endpoints.add(key)
+
+    def _evict(self, now_ns: int) -> None:
+        """Past the cap, end the least recently active call, preferring one not recording."""
+        victim = next((c for c in self.calls.values() if c.timeline is None), None)
+        victim = victim or next(iter(self.calls.values()))
+        self._stats.calls_evicted += 1
+        self.end(victim, now_ns, "evicted")
+
+    def sweep(self, now_ns: int) -> None:
+        """End calls whose time is up and hand settled audio of the others to the writer."""
+        idle_ns = int(self._limits.idle_timeout_s * NS_PER_S)
+        setup_ns = int(self._limits.setup_timeout_s * NS_PER_S)
+        for call in self:
+            last = max(call.last_activity_ns, call.last_rtp_ns)
+            if call.end_at_ns is not None and now_ns >= call.end_at_ns:
+                self.end(call, now_ns, call.end_reason)
+            elif call.state == ANSWERED or call.timeline is not None:
+                if now_ns - last >= idle_ns:
+                    self.end(call, now_ns, "timeout")
+                else:
+                    self._media.flush(call, now_ns)
+            elif now_ns - last >= setup_ns:
+                self.end(call, now_ns, "timeout")
+
+    def end(self, call: Call, now_ns: int, reason: str) -> None:
+        """Close a call: its recording, or an entry saying why it has none."""
+        del self.calls[call.call_id]
+        for key in call.endpoints:
+            if self.endpoints.get(key, (None, 0))[0] is call:
+                del self.endpoints[key]
+        timeline = call.timeline
+        if timeline is not None:
+            tail = self._media.finish(call)
+            if tail:
+                self._emit(RecordingAudio(call.serial, tail))
+            stats = {"packets": 0, "duplicates": 0, "late": 0, "ssrc_changes": 0, "reanchors": 0}
+            for side in timeline.sides:
+                for name in stats:
+                    stats[name] += getattr(side.stats, name)
+            self._stats.rtp_duplicates += stats["duplicates"]
+            self._stats.rtp_late += stats["late"]
+            end_ns = timeline.origin_ns + timeline.cursor * NS_PER_S // timeline.sample_rate
+            self._stats.recordings_ended += 1
+            self._emit(RecordingEnded(call.serial, end_ns, reason, tuple(call.codecs), stats))
+            return
+        outcome, why = _why_not_recorded(call, reason)
+        self._stats.not_recorded[outcome] += 1
+        self._emit(
+            CallNotRecorded(
+                call.call_id, call.caller, call.callee, call.first_ns, now_ns, outcome, why
+            )
+        )
+
+
+def _why_not_recorded(call: Call, reason: str) -> tuple[str, str]:
+    if call.undecodable:
+        return "undecodable", ",".join(sorted(call.undecodable))
+    if call.state in (FAILED, CANCELLED):
+        return "not_answered", f"{call.state} ({call.final_status})" if call.final_status else call.state
+    if call.state != ANSWERED:
+        return "not_answered", f"no answer ({reason})"
+    if call.first_rtp_ns is None:
+        return "no_audio", "no RTP seen for the call"
+    return "no_audio", "RTP seen but none could be placed"

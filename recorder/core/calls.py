@@ -1,0 +1,67 @@
+"""A call as the recorder follows it: who called whom, where each side receives media,
+which payload types mean what, and when the call ends.
+
+Sides: 0 is the caller (the party that sent the initial INVITE), 1 the callee. An SDP
+body describes where the *sender of its SIP message* receives RTP, so the sender of
+each message decides which side its SDP belongs to (RFC 3264 §5, §6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from recorder.core.media.timeline import CallTimeline
+
+CALLER, CALLEE = 0, 1
+
+# Call states. "failed" and "cancelled" may still be revived by a retried INVITE
+# (after 401/407/422) or by a 200 OK that crossed the CANCEL.
+CALLING, EARLY, ANSWERED, FAILED, CANCELLED = "calling", "early", "answered", "failed", "cancelled"
+
+
+@dataclass(slots=True)
+class Call:
+    serial: int
+    call_id: str
+    caller: str
+    callee: str
+    caller_tag: str
+    first_ns: int
+    last_activity_ns: int
+    state: str = CALLING
+    final_status: int = 0
+    # Per receiving side: payload type -> (encoding, RTP clock), from that side's SDP.
+    pt_maps: tuple[dict[int, tuple[str, int]], dict[int, tuple[str, int]]] = field(
+        default_factory=lambda: ({}, {})
+    )
+    srtp_sides: set[int] = field(default_factory=set)
+    first_codec: str = ""  # first audio encoding offered/answered (chooses the sample rate)
+    endpoints: set[bytes] = field(default_factory=set)
+    first_rtp_ns: int | None = None
+    last_rtp_ns: int = 0
+    timeline: CallTimeline | None = None
+    next_flush_ns: int = 0
+    codecs: list[str] = field(default_factory=list)  # encodings decoded, in order of appearance
+    undecodable: dict[str, int] = field(default_factory=dict)  # reason -> packets
+    end_at_ns: int | None = None
+    end_reason: str = ""
+
+    def sender_of_request(self, from_tag: str | None) -> int:
+        return CALLER if from_tag == self.caller_tag else CALLEE
+
+    def sender_of_response(self, from_tag: str | None) -> int:
+        # A response travels back to whoever sent the request named in From.
+        return CALLEE if from_tag == self.caller_tag else CALLER
+
+    def encoding_for(self, receiver: int, pt: int) -> tuple[str, int] | None:
+        """The receiving side's SDP numbers the payload types it accepts (RFC 3264 §5.1);
+        fall back to the other side's map, then to the static table."""
+        return self.pt_maps[receiver].get(pt) or self.pt_maps[1 - receiver].get(pt)
+
+    def schedule_end(self, at_ns: int, reason: str) -> None:
+        self.end_at_ns = at_ns
+        self.end_reason = reason
+
+    def cancel_end(self) -> None:
+        self.end_at_ns = None
+        self.end_reason = ""

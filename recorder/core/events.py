@@ -1,0 +1,50 @@
+"""What the core tells the shells. Recordings are named by the core's `serial`; the
+writer gives each one its archive id (the core has no randomness)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingStarted:
+    serial: int
+    call_id: str
+    caller: str
+    callee: str
+    start_ns: int  # capture time of the call's first RTP packet: sample 0
+    sample_rate: int
+    channels: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingAudio:
+    """Interleaved s16le PCM (channel 0 caller, channel 1 callee) continuing the recording."""
+
+    serial: int
+    pcm: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingEnded:
+    serial: int
+    end_ns: int  # start_ns + samples / sample_rate
+    reason: str  # "bye", "timeout", "end_of_capture", "shutdown", "evicted"
+    codecs: tuple[str, ...]
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CallNotRecorded:
+    """A dialog that ended without audio we could record, and why."""
+
+    call_id: str
+    caller: str
+    callee: str
+    first_ns: int
+    last_ns: int
+    outcome: str  # "not_answered", "no_audio", "undecodable"
+    reason: str
+
+
+Event = RecordingStarted | RecordingAudio | RecordingEnded | CallNotRecorded

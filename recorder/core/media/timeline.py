@@ -1,0 +1,218 @@
+"""One call's two sides placed on one sample grid, emitted as interleaved stereo PCM.
+
+Rules (the recording's timeline contract):
+- sample 0 is the capture time of the call's first RTP packet (either side);
+- each side is anchored at the capture time of its first packet, then placed by its
+  RTP timestamps, so loss leaves silence, a duplicate lands on the same samples and a
+  reordered packet goes back to its place;
+- a new SSRC, or a timestamp that strays from the capture clock by more than
+  `max_drift_s`, re-anchors the side at the capture time of that packet;
+- audio is held for `jitter_s` behind the capture clock before it is emitted; a packet
+  older than what was already emitted is counted late and dropped;
+- the recording ends with the end of the last packet placed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from recorder.core.media.codecs import CodecInfo, Samples
+
+NS_PER_S = 1_000_000_000
+_DUP_WINDOW = 1024  # sequence numbers remembered per side to recognise duplicates
+
+
+@dataclass(slots=True)
+class SideStats:
+    packets: int = 0
+    duplicates: int = 0
+    late: int = 0
+    reanchors: int = 0
+    ssrc_changes: int = 0
+    resampled: int = 0
+
+
+class SideTimeline:
+    """One direction of audio: where its RTP timestamps fall on the call's grid."""
+
+    __slots__ = (
+        "_decoders",
+        "_seen_new",
+        "_seen_old",
+        "anchor",
+        "buffer",
+        "end",
+        "first_ext",
+        "last_ext",
+        "last_ts",
+        "ssrc",
+        "stats",
+    )
+
+    def __init__(self) -> None:
+        self.ssrc: int | None = None
+        self.anchor = 0  # grid sample of the anchor packet
+        self.first_ext = 0  # extended RTP timestamp of the anchor packet
+        self.last_ts = 0
+        self.last_ext = 0
+        self.buffer = bytearray()  # s16le samples from the call's cursor onwards
+        self.end = 0  # grid sample just after the last placed audio
+        self._seen_new: set[int] = set()
+        self._seen_old: set[int] = set()
+        self._decoders: dict[str, Callable[[bytes], Samples]] = {}
+        self.stats = SideStats()
+
+    def decoder(self, codec: CodecInfo) -> Callable[[bytes], Samples]:
+        dec = self._decoders.get(codec.name)
+        if dec is None:
+            dec = self._decoders[codec.name] = codec.new_decoder()
+        return dec
+
+    def is_duplicate(self, seq: int, ts: int) -> bool:
+        key = (seq << 32) | ts
+        if key in self._seen_new or key in self._seen_old:
+            self.stats.duplicates += 1
+            return True
+        self._seen_new.add(key)
+        if len(self._seen_new) >= _DUP_WINDOW:
+            self._seen_old, self._seen_new = self._seen_new, set()
+        return False
+
+    def extend_ts(self, ts: int) -> int:
+        """Unwrap a 32-bit RTP timestamp relative to the last one seen (RFC 3550 §A.1 style)."""
+        delta = (ts - self.last_ts) & 0xFFFFFFFF
+        if delta >= 0x80000000:
+            delta -= 0x100000000
+        self.last_ts = ts
+        self.last_ext += delta
+        return self.last_ext
+
+    def reanchor(self, ssrc: int, ts: int, grid_now: int) -> None:
+        if self.ssrc is not None:
+            if ssrc != self.ssrc:
+                self.stats.ssrc_changes += 1
+            else:
+                self.stats.reanchors += 1
+            self._seen_new.clear()
+            self._seen_old.clear()
+        self.ssrc = ssrc
+        self.anchor = grid_now
+        self.last_ts = ts
+        self.last_ext = self.first_ext = ts
+
+
+class CallTimeline:
+    """Both sides of a call; `place` audio, `flush_until` / `finish` to get stereo PCM."""
+
+    def __init__(
+        self,
+        origin_ns: int,
+        sample_rate: int,
+        *,
+        jitter_s: float = 1.0,
+        max_drift_s: float = 3.0,
+    ) -> None:
+        self.origin_ns = origin_ns
+        self.sample_rate = sample_rate
+        self.cursor = 0  # grid samples already emitted
+        self.sides = (SideTimeline(), SideTimeline())
+        self.jitter_samples = int(jitter_s * sample_rate)
+        self.max_drift = int(max_drift_s * sample_rate)
+
+    def grid_at(self, now_ns: int) -> int:
+        """The grid sample that the capture clock `now_ns` corresponds to (rounded)."""
+        return ((now_ns - self.origin_ns) * self.sample_rate + NS_PER_S // 2) // NS_PER_S
+
+    def _position(self, side: SideTimeline, now_ns: int, ssrc: int, ts: int, clock: int) -> int:
+        """Grid sample where this packet's first sample belongs; re-anchors when needed."""
+        grid_now = self.grid_at(now_ns)
+        if ssrc != side.ssrc:
+            side.reanchor(ssrc, ts, grid_now)
+            return grid_now
+        ext = side.extend_ts(ts)
+        pos = side.anchor + (ext - side.first_ext) * self.sample_rate // clock
+        if abs(pos - grid_now) > self.max_drift:  # a timestamp jump: trust the capture clock
+            side.reanchor(ssrc, ts, grid_now)
+            return grid_now
+        return pos
+
+    def track(self, side_no: int, now_ns: int, ssrc: int, seq: int, ts: int, clock: int) -> None:
+        """Follow a packet that carries no audio (DTMF, comfort noise): its time stays silent."""
+        side = self.sides[side_no]
+        side.stats.packets += 1
+        if not side.is_duplicate(seq, ts):
+            self._position(side, now_ns, ssrc, ts, clock)
+
+    def place(
+        self,
+        side_no: int,
+        now_ns: int,
+        ssrc: int,
+        seq: int,
+        ts: int,
+        codec: CodecInfo,
+        payload: bytes,
+    ) -> None:
+        """Decode one RTP payload and write it at its place on the grid."""
+        side = self.sides[side_no]
+        side.stats.packets += 1
+        if side.is_duplicate(seq, ts):
+            return
+        pos = self._position(side, now_ns, ssrc, ts, codec.rtp_clock)
+        samples = side.decoder(codec)(payload)
+        if codec.sample_rate != self.sample_rate:
+            samples = _resample(samples, codec.sample_rate, self.sample_rate)
+            side.stats.resampled += 1
+        offset = pos - self.cursor
+        if offset < 0:  # (partly) older than what was already emitted
+            if -offset >= len(samples):
+                side.stats.late += 1
+                return
+            samples = samples[-offset:]
+            offset = 0
+        pcm = samples.astype("<i2", copy=False).tobytes()
+        start = 2 * offset
+        stop = start + len(pcm)
+        buf = side.buffer
+        if len(buf) < stop:
+            buf.extend(bytes(stop - len(buf)))
+        buf[start:stop] = pcm
+        side.end = max(side.end, self.cursor + stop // 2)
+
+    def due_sample(self, now_ns: int) -> int:
+        """How far audio can be emitted at capture time `now_ns` (held back by the jitter window)."""
+        return self.grid_at(now_ns) - self.jitter_samples
+
+    def flush_until(self, target: int) -> bytes:
+        """Emit interleaved stereo s16le for grid samples [cursor, target)."""
+        count = target - self.cursor
+        if count <= 0:
+            return b""
+        out = np.zeros(2 * count, dtype="<i2")
+        for channel, side in enumerate(self.sides):
+            chunk = side.buffer[: 2 * count]
+            del side.buffer[: 2 * count]
+            if chunk:
+                out[channel : channel + len(chunk) : 2] = np.frombuffer(chunk, dtype="<i2")
+        self.cursor = target
+        return out.tobytes()
+
+    def end_sample(self) -> int:
+        return max(self.sides[0].end, self.sides[1].end)
+
+    def finish(self) -> bytes:
+        """Emit everything up to the end of the last packet placed."""
+        return self.flush_until(self.end_sample())
+
+
+def _resample(samples: Samples, src_rate: int, dst_rate: int) -> Samples:
+    """Integer-ratio rate change for calls that mix 8 kHz and 16 kHz codecs."""
+    if src_rate * 2 == dst_rate:
+        return np.repeat(samples, 2)
+    if src_rate == dst_rate * 2:
+        pairs = samples[: len(samples) // 2 * 2].astype(np.int32).reshape(-1, 2)
+        return (pairs.sum(axis=1) // 2).astype(np.int16)
+    raise ValueError(f"no resampler from {src_rate} Hz to {dst_rate} Hz")

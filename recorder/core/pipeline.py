@@ -1,0 +1,150 @@
+"""The recorder core: frames and capture time in, events out (aioquic's sans-I/O shape).
+
+    core = RecorderCore()
+    core.receive_frame(frame)          # for every captured frame, in capture order
+    core.handle_timer(now_ns)          # when idle (live capture), at least every second
+    core.close(now_ns)                 # at the end: every open call is closed
+    for event in core.events(): ...    # drain after each call
+
+Known RTP flows take a fast path: for plain Ethernet/IPv4/UDP frames the endpoint keys
+are sliced straight out of fixed offsets and looked up before any general parsing.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+
+from recorder.core.call_table import CallTable, endpoint_key
+from recorder.core.events import Event
+from recorder.core.limits import CoreLimits
+from recorder.core.media.timeline import NS_PER_S
+from recorder.core.media_path import MediaPath
+from recorder.core.model import LINKTYPE_ETHERNET, PROTO_TCP, PROTO_UDP, Datagram, Frame
+from recorder.core.net.decoder import NetDecoder
+from recorder.core.signalling import Signalling
+from recorder.core.sip.message import looks_like_sip, parse_sip
+from recorder.core.sip.tcp import TcpSipStreams
+from recorder.core.stats import CoreStats
+from recorder.errors import DecodeError
+
+_IPV4_ETHERTYPE = b"\x08\x00"
+
+
+class RecorderCore:
+    def __init__(self, limits: CoreLimits | None = None) -> None:
+        self.limits = limits or CoreLimits()
+        self.stats = CoreStats()
+        self._events: deque[Event] = deque()
+        self._net = NetDecoder()
+        self._tcp = TcpSipStreams()
+        self._media = MediaPath(self.limits, self.stats, self._events.append)
+        self.calls = CallTable(self.limits, self.stats, self._media, self._events.append)
+        self._signalling = Signalling(self.limits, self.stats, self.calls)
+        self._sweep_ns = int(self.limits.sweep_interval_s * NS_PER_S)
+        self._next_sweep_ns: int | None = None
+        self.now_ns = 0  # newest capture time seen: timers never run backwards
+
+    # -- input -------------------------------------------------------------------------
+
+    def receive_frame(self, frame: Frame) -> None:
+        self.stats.frames += 1
+        now = frame.ts_ns
+        if now > self.now_ns:
+            self.now_ns = now
+        if self._next_sweep_ns is None:
+            self._next_sweep_ns = now + self._sweep_ns
+        elif now >= self._next_sweep_ns:
+            self.handle_timer(now)
+        data = frame.data
+        if frame.linktype == LINKTYPE_ETHERNET and self._fast_rtp(data, now):
+            return
+        try:
+            datagram = self._net.decode(frame.linktype, data, now)
+        except DecodeError as exc:
+            self.stats.drop(exc.layer, exc.reason)
+            return
+        if datagram is not None:
+            self._datagram(datagram, now)
+
+    def _fast_rtp(self, data: bytes, now: int) -> bool:
+        """Ethernet/IPv4 (no options)/UDP (unfragmented) to or from a known media endpoint."""
+        if data[12:14] != _IPV4_ETHERTYPE or len(data) < 42:
+            return False
+        if data[14] != 0x45 or data[23] != PROTO_UDP or data[20] & 0x3F or data[21]:
+            return False
+        endpoints = self.calls.endpoints
+        hit = endpoints.get(data[30:34] + data[36:38])  # destination: the receiving side
+        if hit is not None:
+            sender = 1 - hit[1]
+        else:
+            hit = endpoints.get(data[26:30] + data[34:36])  # source: the sending side (NAT)
+            if hit is None:
+                return False
+            sender = hit[1]
+        udp_len = int.from_bytes(data[38:40], "big")
+        if udp_len < 8 or 34 + udp_len > len(data):
+            return False  # let the general path count what is wrong
+        self._media.receive(hit[0], sender, now, data[42 : 34 + udp_len])
+        return True
+
+    def _datagram(self, dg: Datagram, now: int) -> None:
+        if dg.proto == PROTO_UDP:
+            endpoints = self.calls.endpoints
+            hit = endpoints.get(endpoint_key(dg.dst_ip, dg.dport))
+            if hit is not None:
+                self._media.receive(hit[0], 1 - hit[1], now, dg.payload)
+                return
+            hit = endpoints.get(endpoint_key(dg.src_ip, dg.sport))
+            if hit is not None:
+                self._media.receive(hit[0], hit[1], now, dg.payload)
+                return
+            if looks_like_sip(dg.payload):
+                self._sip(dg.payload, now)
+            else:
+                self.stats.drop("udp", "unmatched")
+        elif dg.proto == PROTO_TCP:
+            key = (dg.src_ip, dg.sport, dg.dst_ip, dg.dport)
+            for message in self._tcp.feed(key, dg.tcp_seq, dg.tcp_flags, dg.payload, now):
+                self._sip(message, now)
+
+    def _sip(self, data: bytes, now: int) -> None:
+        try:
+            msg = parse_sip(data)
+        except DecodeError as exc:
+            self.stats.drop(exc.layer, exc.reason)
+            return
+        self._signalling.receive(msg, now)
+
+    # -- time --------------------------------------------------------------------------
+
+    def get_timer(self) -> int | None:
+        """Capture time at which `handle_timer` should next run."""
+        return self._next_sweep_ns
+
+    def handle_timer(self, now_ns: int) -> None:
+        if now_ns > self.now_ns:
+            self.now_ns = now_ns
+        now = self.now_ns
+        self._next_sweep_ns = now + self._sweep_ns
+        self._net.expire(now)
+        self._tcp.expire(now)
+        self.calls.sweep(now)
+
+    def close(self, now_ns: int | None = None, reason: str = "end_of_capture") -> None:
+        """End every call still open (end of the captures, or shutdown)."""
+        now = max(self.now_ns, now_ns or 0)
+        for call in self.calls:
+            self.calls.end(call, now, reason)
+
+    # -- output ------------------------------------------------------------------------
+
+    @property
+    def pending_events(self) -> deque[Event]:
+        """The queue of events not yet taken; shells pop from its left."""
+        return self._events
+
+    def events(self) -> Iterator[Event]:
+        queue = self._events
+        while queue:
+            yield queue.popleft()

@@ -1,0 +1,102 @@
+"""After a crash (SIGKILL, power loss): recordings left as `.rec.partial` are cut to their
+last whole authenticated segment, renamed to `.rec`, indexed as incomplete, and an audit
+record says what was kept and what was cut. No final segment is forged: its absence is
+the lasting evidence that the recording was interrupted."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+from recorder.container.masterkey import MasterKey
+from recorder.container.reader import read_header, scan_recording
+from recorder.errors import IntegrityError
+from recorder.runtime.archive import PARTIAL_SUFFIX, RECORDING_SUFFIX, Archive, fsync_dir
+from recorder.runtime.audit import AuditTrail
+from recorder.runtime.index import Index, RecordingRow
+from recorder.runtime.keystore import KeyStore
+from recorder.runtime.opening import file_key_for
+
+log = logging.getLogger(__name__)
+
+
+class Stores(Protocol):
+    index: Index
+    keys: KeyStore
+    audit: AuditTrail
+
+
+def recover_partials(archive: Archive, masters: Mapping[str, MasterKey], stores: Stores) -> int:
+    """Recover every partial recording; returns how many were recovered."""
+    recovered = 0
+    for partial in archive.partial_files():
+        recording_id = partial.name.removesuffix(PARTIAL_SUFFIX)
+        try:
+            _recover_one(archive, masters, stores, partial, recording_id)
+            recovered += 1
+        except (IntegrityError, ValueError, OSError) as exc:
+            log.error("could not recover %s: %s", partial.name, exc)
+            stores.audit.append(
+                "recording.recovery_failed", outcome="failure", recording_id=recording_id,
+                reason=str(exc),
+            )
+    return recovered
+
+
+def _recover_one(
+    archive: Archive,
+    masters: Mapping[str, MasterKey],
+    stores: Stores,
+    partial: Path,
+    recording_id: str,
+) -> None:
+    file_key = file_key_for(stores.keys, masters, recording_id)
+    with partial.open("rb") as f:
+        status = scan_recording(f, file_key, expected_id=recording_id)
+    with partial.open("rb") as f:
+        header = read_header(f)
+    original = partial.stat().st_size
+    with partial.open("r+b") as f:
+        f.truncate(status.verified_bytes)  # a torn tail cannot authenticate: cut it
+        f.flush()
+        os.fsync(f.fileno())
+    final = partial.with_name(recording_id + RECORDING_SUFFIX)
+    os.rename(partial, final)
+    fsync_dir(final.parent)
+    digest = hashlib.sha256(final.read_bytes()).hexdigest()
+    frame_bytes = 2 * header.channels
+    end_ns = header.created_ns + (
+        status.plaintext_bytes // frame_bytes * 1_000_000_000 // header.sample_rate
+    )
+    relative = archive.relative_path(recording_id)
+    fields = dict(
+        end_ns=end_ns, complete=False, state="recovered", sha256=digest,
+        size=status.verified_bytes, reason="recovered after crash",
+    )
+    if stores.index.get(recording_id) is None:
+        stores.index.add_recording(
+            RecordingRow(
+                id=recording_id, call_id="", caller="", callee="", start_ns=header.created_ns,
+                codecs=[], sample_rate=header.sample_rate, channels=header.channels,
+                path=relative, kid="", **fields,  # type: ignore[arg-type]
+            )
+        )
+    else:
+        stores.index.update_recording(recording_id, **fields)
+    stores.audit.append(
+        "recording.recovered",
+        recording_id=recording_id,
+        path=relative,
+        sha256=digest,
+        size=status.verified_bytes,
+        segments=status.segments_verified,
+        bytes_cut=original - status.verified_bytes,
+    )
+    log.warning(
+        "recovered %s: %d segments kept, %d bytes cut", recording_id,
+        status.segments_verified, original - status.verified_bytes,
+    )

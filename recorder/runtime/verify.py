@@ -1,0 +1,132 @@
+"""`recorder verify`: every recording authenticates and matches its recorded hash, every
+recording the audit trail mentions exists with the hash the trail recorded, and the audit
+trail's hash chain is intact. Each failure is one line naming what and where."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from recorder.container.masterkey import MasterKey
+from recorder.container.reader import DecryptStream
+from recorder.errors import IntegrityError
+from recorder.runtime.archive import Archive
+from recorder.runtime.audit import AuditTrail, verify_audit
+from recorder.runtime.index import Index, RecordingRow
+from recorder.runtime.keystore import KeyStore
+from recorder.runtime.opening import HashingReader, file_key_for
+
+# Audit events that state a recording's final hash; the latest one per recording counts.
+_HASH_EVENTS = ("recording.closed", "recording.recovered")
+
+
+@dataclass
+class VerifyReport:
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    recordings: int = 0
+    recordings_ok: int = 0
+    audit_ok: bool = False
+    audit_records: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def verify_archive(archive: Archive, masters: Mapping[str, MasterKey], actor: str) -> VerifyReport:
+    archive.require()
+    report = VerifyReport()
+    index = Index(archive.index_path)
+    keys = KeyStore(archive.keystore_path)
+    try:
+        rows = index.list_recordings()
+        hashes = {row.id: _check_recording(archive, masters, keys, row, report) for row in rows}
+        _check_stray_files(archive, rows, report)
+        _check_audit(archive, rows, hashes, report)
+    finally:
+        keys.close()
+        index.close()
+    with AuditTrail(archive.audit_path, actor) as audit:
+        audit.append(
+            "verify",
+            outcome="ok" if report.ok else "failure",
+            recordings=report.recordings,
+            recordings_ok=report.recordings_ok,
+            failures=len(report.failures),
+        )
+    return report
+
+
+def _check_recording(
+    archive: Archive,
+    masters: Mapping[str, MasterKey],
+    keys: KeyStore,
+    row: RecordingRow,
+    report: VerifyReport,
+) -> str | None:
+    """Authenticate one recording; returns the SHA-256 of its file as found (None if absent)."""
+    if row.state == "open":
+        report.notes.append(f"recording {row.id} is still being written (open)")
+        return None
+    report.recordings += 1
+    path = archive.resolve(row.path)
+    if not path.is_file():
+        report.failures.append(f"recording {row.id}: file {row.path} is missing")
+        return None
+    try:
+        file_key = file_key_for(keys, masters, row.id)
+        with path.open("rb") as raw:
+            reader = HashingReader(raw)
+            stream = DecryptStream(reader, file_key, strict=row.complete, expected_id=row.id)
+            for _ in stream:
+                pass
+            reader.drain()
+        digest = reader.sha256.hexdigest()
+        if not row.complete and stream.status.verified_bytes != reader.size:
+            raise IntegrityError("bytes after the last authenticated segment")
+        if digest != row.sha256:
+            raise IntegrityError("file hash differs from the index (altered or replaced)")
+    except IntegrityError as exc:
+        report.failures.append(f"recording {row.id}: {exc}")
+        return None
+    report.recordings_ok += 1
+    if not row.complete:
+        report.notes.append(f"recording {row.id} is incomplete ({row.reason or 'interrupted'})")
+    return digest
+
+
+def _check_stray_files(archive: Archive, rows: list[RecordingRow], report: VerifyReport) -> None:
+    known = {archive.resolve(row.path) for row in rows}
+    for path in archive.recording_files():
+        if path.resolve() not in known:
+            rel = path.relative_to(archive.root)
+            report.failures.append(f"file {rel} is not in the index")
+
+
+def _check_audit(
+    archive: Archive,
+    rows: list[RecordingRow],
+    hashes: dict[str, str | None],
+    report: VerifyReport,
+) -> None:
+    audit = verify_audit(archive.audit_dir)
+    report.audit_ok = audit.ok
+    report.audit_records = len(audit.records)
+    report.failures.extend(f"audit trail: {line}" for line in audit.failures)
+    recorded: dict[str, str] = {}
+    for record in audit.records:
+        if record.get("event") in _HASH_EVENTS and isinstance(record.get("sha256"), str):
+            recorded[str(record.get("recording_id"))] = record["sha256"]
+    for recording_id, digest in recorded.items():
+        if recording_id not in hashes:
+            report.failures.append(
+                f"audit trail: recording {recording_id} is not in the index (deleted?)"
+            )
+        elif hashes[recording_id] is not None and hashes[recording_id] != digest:
+            report.failures.append(
+                f"audit trail: recording {recording_id} differs from the hash the trail recorded"
+            )
+    for row in rows:
+        if row.state != "open" and row.id not in recorded:
+            report.failures.append(f"recording {row.id}: no audit record of its closing")

@@ -1,0 +1,313 @@
+"""The archive's index (`<archive>/index.sqlite`): one row per recording, one per call seen
+but not recorded as audio.
+
+SQLite in WAL mode with a busy timeout, so a reader (`recorder list`) and a writer (a running
+recorder or replay) coexist. Every statement is parameterised: Call-IDs and URIs are data and
+never reach the SQL text; column names come only from the dataclasses below. The schema is
+versioned: `_MIGRATIONS[n]` moves a database from version n to n + 1, inside one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from recorder.errors import ArchiveError
+from recorder.runtime.timefmt import rfc3339_ns
+
+STATES = ("open", "closed", "recovered")
+
+
+@dataclass(kw_only=True)
+class RecordingRow:
+    """One recording. `end_ns` is None (or the start) while open; `sha256` is "" until closed."""
+
+    id: str
+    call_id: str
+    caller: str
+    callee: str
+    start_ns: int
+    end_ns: int | None = None
+    codecs: list[str] = field(default_factory=list)
+    sample_rate: int
+    channels: int
+    complete: bool = False
+    state: str = "open"
+    path: str  # relative to the archive root
+    sha256: str = ""
+    size: int = 0
+    kid: str = ""
+    purpose: str = "unspecified"
+    legal_basis: str | None = None
+    retention_class: str = "default"
+    expires_ns: int | None = None
+    sensor_id: str | None = None
+    created_ns: int | None = None  # set to the wall clock by add_recording when None
+    reason: str | None = None  # how it ended, or why it is incomplete
+    notes: str | None = None
+
+    def to_public_dict(self) -> dict[str, Any]:
+        """The JSON contract of `recorder list --json`: times as RFC 3339 UTC strings."""
+        end = self.end_ns
+        return {
+            "id": self.id,
+            "call_id": self.call_id,
+            "caller": self.caller,
+            "callee": self.callee,
+            "start": rfc3339_ns(self.start_ns),
+            "end": None if end is None else rfc3339_ns(end),
+            "duration_s": 0.0 if end is None else round((end - self.start_ns) / 1e9, 6),
+            "codecs": list(self.codecs),
+            "sample_rate": self.sample_rate,
+            "channels": self.channels,
+            "complete": self.complete,
+            "state": self.state,
+            "reason": self.reason,
+            "path": self.path,
+            "sha256": self.sha256 or None,
+            "size": self.size,
+            "kid": self.kid,
+            "sensor_id": self.sensor_id,
+            "purpose": self.purpose,
+            "legal_basis": self.legal_basis,
+            "retention_class": self.retention_class,
+            "expires": None if self.expires_ns is None else rfc3339_ns(self.expires_ns),
+        }
+
+
+@dataclass(kw_only=True)
+class CallRow:
+    """A call seen on the wire but not recorded as audio, and why (`outcome`, `reason`)."""
+
+    call_id: str
+    caller: str
+    callee: str
+    first_seen_ns: int
+    last_seen_ns: int
+    outcome: str  # e.g. "not_answered", "no_audio", "undecodable"
+    reason: str = ""
+    sensor_id: str | None = None
+
+    def to_public_dict(self) -> dict[str, Any]:
+        return {
+            "call_id": self.call_id,
+            "caller": self.caller,
+            "callee": self.callee,
+            "first_seen": rfc3339_ns(self.first_seen_ns),
+            "last_seen": rfc3339_ns(self.last_seen_ns),
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "sensor_id": self.sensor_id,
+        }
+
+
+_REC_COLUMNS = tuple(f.name for f in fields(RecordingRow))
+_CALL_COLUMNS = tuple(f.name for f in fields(CallRow))
+
+
+def _v1(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE recordings (
+            id TEXT PRIMARY KEY, call_id TEXT NOT NULL, caller TEXT NOT NULL,
+            callee TEXT NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER,
+            codecs TEXT NOT NULL, sample_rate INTEGER NOT NULL, channels INTEGER NOT NULL,
+            complete INTEGER NOT NULL CHECK (complete IN (0, 1)),
+            state TEXT NOT NULL CHECK (state IN ('open', 'closed', 'recovered')),
+            path TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL, kid TEXT NOT NULL,
+            purpose TEXT NOT NULL, legal_basis TEXT, retention_class TEXT NOT NULL,
+            expires_ns INTEGER, sensor_id TEXT, created_ns INTEGER NOT NULL,
+            reason TEXT, notes TEXT)"""
+    )
+    db.execute("CREATE INDEX recordings_by_start ON recordings (start_ns, id)")
+    db.execute("CREATE INDEX recordings_by_call ON recordings (call_id)")
+    db.execute("CREATE INDEX recordings_by_expiry ON recordings (expires_ns)")
+    db.execute(
+        """CREATE TABLE calls (
+            call_id TEXT NOT NULL, caller TEXT NOT NULL, callee TEXT NOT NULL,
+            first_seen_ns INTEGER NOT NULL, last_seen_ns INTEGER NOT NULL,
+            outcome TEXT NOT NULL, reason TEXT NOT NULL, sensor_id TEXT,
+            PRIMARY KEY (call_id, first_seen_ns))"""
+    )
+
+
+_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1,)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def _text(value: Any) -> Any:
+    """SQLite text is UTF-8: lone surrogates (surrogateescape'd wire bytes) become \\udcXX."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def _to_sql(name: str, value: Any) -> Any:
+    if name == "codecs":
+        if not isinstance(value, list | tuple) or not all(isinstance(c, str) for c in value):
+            raise ValueError("codecs must be a list of strings")
+        return json.dumps(list(value))  # ASCII escapes: any str round-trips
+    if name == "complete":
+        return int(bool(value))
+    if name == "state" and value not in STATES:
+        raise ValueError(f"state must be one of {STATES}, not {value!r}")
+    return _text(value)
+
+
+def _row(record: tuple[Any, ...]) -> RecordingRow:
+    values = dict(zip(_REC_COLUMNS, record, strict=True))
+    values["codecs"] = json.loads(values["codecs"])
+    values["complete"] = bool(values["complete"])
+    return RecordingRow(**values)
+
+
+class Index:
+    """The recordings index of one archive; one instance per process and thread."""
+
+    def __init__(self, path: Path, *, create: bool = True, busy_timeout_s: float = 10.0) -> None:
+        self.path = Path(path)
+        self._db = _connect(self.path, create, busy_timeout_s, "index")
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            _migrate(self._db, self.path)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise ArchiveError(f"index {self.path} is unusable: {exc}") from None
+        except BaseException:
+            self._db.close()
+            raise
+
+    @classmethod
+    def open(cls, path: Path, *, create: bool = True) -> Index:
+        return cls(path, create=create)
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def add_recording(self, row: RecordingRow) -> None:
+        """Insert a new recording; a second row with the same id raises ArchiveError."""
+        values = asdict(row)
+        if values["created_ns"] is None:
+            values["created_ns"] = time.time_ns()
+        params = [_to_sql(name, values[name]) for name in _REC_COLUMNS]
+        marks = ", ".join("?" * len(_REC_COLUMNS))
+        sql = f"INSERT INTO recordings ({', '.join(_REC_COLUMNS)}) VALUES ({marks})"  # noqa: S608
+        try:
+            self._db.execute(sql, params)
+        except sqlite3.IntegrityError:
+            raise ArchiveError(f"recording {row.id!r} is already in the index") from None
+
+    def update_recording(self, recording_id: str, **changes: Any) -> bool:
+        """Set some columns of one recording; False if there is no such recording."""
+        unknown = sorted(set(changes) - set(_REC_COLUMNS[1:]))
+        if unknown:
+            raise ValueError(f"not index fields: {', '.join(unknown)}")
+        if not changes:
+            return self.get(recording_id) is not None
+        names = list(changes)
+        assignments = ", ".join(f"{name} = ?" for name in names)
+        params = [_to_sql(name, changes[name]) for name in names]
+        sql = f"UPDATE recordings SET {assignments} WHERE id = ?"  # noqa: S608
+        return self._db.execute(sql, [*params, recording_id]).rowcount == 1
+
+    def delete_recording(self, recording_id: str) -> bool:
+        """Remove a recording's row (retention); False if it was not there."""
+        return (
+            self._db.execute("DELETE FROM recordings WHERE id = ?", (recording_id,)).rowcount == 1
+        )
+
+    def get(self, recording_id: str) -> RecordingRow | None:
+        sql = f"SELECT {', '.join(_REC_COLUMNS)} FROM recordings WHERE id = ?"  # noqa: S608
+        record = self._db.execute(sql, (recording_id,)).fetchone()
+        return None if record is None else _row(record)
+
+    def list_recordings(self) -> list[RecordingRow]:
+        """Every recording, oldest start first."""
+        sql = f"SELECT {', '.join(_REC_COLUMNS)} FROM recordings ORDER BY start_ns, id"  # noqa: S608
+        return [_row(record) for record in self._db.execute(sql)]
+
+    def add_call(
+        self,
+        *,
+        call_id: str,
+        caller: str,
+        callee: str,
+        first_seen_ns: int,
+        last_seen_ns: int,
+        outcome: str,
+        reason: str = "",
+        sensor_id: str | None = None,
+    ) -> None:
+        """Record a call not recorded as audio; the same (call_id, first_seen_ns) updates it,
+        so replaying a capture twice does not list its calls twice."""
+        values = (call_id, caller, callee, first_seen_ns, last_seen_ns, outcome, reason, sensor_id)
+        self._db.execute(
+            """INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (call_id, first_seen_ns) DO UPDATE SET
+                 last_seen_ns = MAX(last_seen_ns, excluded.last_seen_ns),
+                 outcome = excluded.outcome, reason = excluded.reason""",
+            [_text(v) for v in values],
+        )
+
+    def list_calls(self) -> list[CallRow]:
+        """Every call seen but not recorded, oldest first."""
+        sql = f"SELECT {', '.join(_CALL_COLUMNS)} FROM calls ORDER BY first_seen_ns, call_id"  # noqa: S608
+        return [CallRow(**dict(zip(_CALL_COLUMNS, r, strict=True))) for r in self._db.execute(sql)]
+
+    def schema_version(self) -> int:
+        return _version(self._db)
+
+
+def _connect(path: Path, create: bool, busy_timeout_s: float, what: str) -> sqlite3.Connection:
+    """Open (creating it owner-only if allowed) a database in autocommit mode."""
+    if not path.exists():
+        if not create:
+            raise ArchiveError(f"{what} {path} does not exist")
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+    try:
+        return sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise ArchiveError(f"cannot open {what} {path}: {exc}") from None
+
+
+def _version(db: sqlite3.Connection) -> int:
+    exists = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if exists is None:
+        return 0
+    return int(db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0])
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    if _version(db) == SCHEMA_VERSION:
+        return
+    db.execute("BEGIN IMMEDIATE")  # one migrator at a time; the others wait, then see it done
+    try:
+        version = _version(db)
+        if version > SCHEMA_VERSION:
+            raise ArchiveError(
+                f"index {path} has schema version {version}; this recorder knows "
+                f"up to {SCHEMA_VERSION} (upgrade the recorder)"
+            )
+        if version == 0:
+            db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_ns INTEGER)")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            _MIGRATIONS[target - 1](db)
+            db.execute("INSERT INTO schema_version VALUES (?, ?)", (target, time.time_ns()))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise

@@ -156,8 +156,12 @@ class AuditTrail:
         self._pid = os.getpid()
         if not existed:
             _fsync_dir(self.path.parent)
-        with self._locked():
-            self._tail_locked()  # cuts and records a torn tail now, not at the first append
+        try:
+            with self._locked():
+                self._tail_locked()  # cuts and records a torn tail now, not at the first append
+        except BaseException:
+            self.close()
+            raise
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -184,7 +188,7 @@ class AuditTrail:
                 "reason": "torn tail",
             }
             record = self._append_locked(seq + 1, prev, "audit.recovered", "ok", True, None, extra)
-            return int(record["seq"]), line_hash(canonical_bytes(record))  # type: ignore[arg-type]
+            return seq + 1, line_hash(canonical_bytes(record))
         start = _line_start(self._fd, size - 1)
         line = os.pread(self._fd, size - 1 - start, start)
         try:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from recorder import __version__
-from recorder.errors import RecorderError
+from recorder.errors import IntegrityError, RecorderError
 
 DEFAULT_ARCHIVE = Path("archive")
 DEFAULT_KEY = Path("master.key")
@@ -97,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = getattr(commands, f"cmd_{args.command}")
     try:
         return int(handler(args, _actor(args)))
+    except IntegrityError as exc:  # stored data failed a check: like a failed verify
+        print(f"recorder {args.command}: {exc}", file=sys.stderr)
+        return 1
     except RecorderError as exc:
         print(f"recorder {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -208,6 +208,16 @@ def segment_nonce(base_nonce: bytes, counter: int) -> bytes:
     return (int.from_bytes(base_nonce, "big") ^ counter).to_bytes(NONCE_BYTES, "big")
 
 
+def plaintext_length(payload_bytes: int) -> int | None:
+    """Plaintext size of a complete file whose segments take `payload_bytes` (file size minus
+    header length), or None when no valid segmentation has that size. Lets an exporter write a
+    WAV header before streaming; the strict reader still has the last word."""
+    full, final = divmod(payload_bytes, SEALED_SEGMENT_BYTES)
+    if payload_bytes < 0 or final < TAG_BYTES or full >= MAX_SEGMENTS:
+        return None
+    return payload_bytes - TAG_BYTES * (full + 1)
+
+
 @dataclass(frozen=True)
 class HeaderBlock:
     """A header as stored: `signed` is magic..salt (what the MAC covers)."""

@@ -13,6 +13,7 @@ from recorder.container.format import (
     SEALED_SEGMENT_BYTES,
     SEGMENT_BYTES,
     RecordingHeader,
+    plaintext_length,
     segment_nonce,
 )
 from recorder.container.reader import (
@@ -60,6 +61,7 @@ def test_boundary_matrix(length: int, step: int) -> None:
     assert writer.bytes_in == length
     assert writer.segments_sealed == length // S + 1
     assert writer.finished
+    assert plaintext_length(len(sealed) - writer.header.length) == length
     header, out = decrypt_recording(io.BytesIO(sealed), FILE_KEY)
     assert header == HEADER
     assert out == data
@@ -206,3 +208,21 @@ def test_rtp_content_is_opaque_payload() -> None:
     data = bytes(range(256)) * 100
     sealed = seal_recording(header, FILE_KEY, SALT, data)
     assert decrypt_recording(io.BytesIO(sealed), FILE_KEY) == (header, data)
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (16, 0),
+        (17, 1),
+        (16399, 16383),
+        (16400, None),  # a full segment and no final one
+        (16415, None),  # a full segment and a 15-byte tail: shorter than a tag
+        (16416, 16384),
+        (2 * 16400 + 20, 2 * 16384 + 4),
+        (0, None),
+        (-1, None),
+    ],
+)
+def test_plaintext_length_from_payload_size(payload: int, expected: int | None) -> None:
+    assert plaintext_length(payload) == expected

@@ -74,8 +74,14 @@ def replay(
         session.audit.append("replay.started", files=[p.name for p in paths], kid=master.kid)
         core = RecorderCore(limits)
         loop = LoopStats()
-        for path in paths:
+        for path in sorted(paths, key=_first_ts):
             capture = CaptureFile(path)
+            start = _first_ts(path)
+            if core.now_ns and start < core.now_ns:
+                # Not a continuation of the previous capture (which rotated files are):
+                # its calls cannot carry on into this one.
+                core.close()
+                drain(core, session.writer)
             feed(capture, core, session.writer, loop, guard=guard)
             summary.files += 1
             if capture.truncated:
@@ -93,6 +99,13 @@ def replay(
     finally:
         session.close()
     return summary
+
+
+def _first_ts(path: Path) -> int:
+    """Capture time of a file's first frame (files are replayed in time order)."""
+    for frame in CaptureFile(path):
+        return frame.ts_ns
+    return 0
 
 
 def _fill(summary: ReplaySummary, core: RecorderCore, writer: ArchiveWriter, loop: LoopStats) -> None:

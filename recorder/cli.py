@@ -43,16 +43,28 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def archive_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE,
-                       help=f"archive folder (default: ./{DEFAULT_ARCHIVE})")
+        p.add_argument(
+            "--archive",
+            type=Path,
+            default=DEFAULT_ARCHIVE,
+            help=f"archive folder (default: ./{DEFAULT_ARCHIVE})",
+        )
 
     def key_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--key", type=Path, default=DEFAULT_KEY,
-                       help=f"master key file (default: ./{DEFAULT_KEY})")
+        p.add_argument(
+            "--key",
+            type=Path,
+            default=DEFAULT_KEY,
+            help=f"master key file (default: ./{DEFAULT_KEY})",
+        )
 
     def actor_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--as", dest="as_name", metavar="NAME",
-                       help="who is acting, for the audit trail (default: the login user)")
+        p.add_argument(
+            "--as",
+            dest="as_name",
+            metavar="NAME",
+            help="who is acting, for the audit trail (default: the login user)",
+        )
 
     p = sub.add_parser("keygen", help="create a new 256-bit master key file (mode 0600)")
     p.add_argument("path", type=Path)
@@ -64,8 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     archive_arg(p)
     key_arg(p)
     actor_arg(p)
-    p.add_argument("--dev-key", action="store_true",
-                   help="generate the key file if it does not exist (development only)")
+    p.add_argument(
+        "--dev-key",
+        action="store_true",
+        help="generate the key file if it does not exist (development only)",
+    )
 
     p = sub.add_parser("list", help="list recordings")
     archive_arg(p)

@@ -96,8 +96,9 @@ def cmd_export(args: argparse.Namespace, actor: str) -> int:
     from recorder.runtime.export import export_wav
 
     master = load_key_file(args.key)
-    info = export_wav(Archive(args.archive), {master.kid: master}, args.recording_id,
-                      args.output, actor)
+    info = export_wav(
+        Archive(args.archive), {master.kid: master}, args.recording_id, args.output, actor
+    )
     print(f"wrote {args.output}: {info}")
     return 0
 

@@ -12,7 +12,7 @@ class RecorderError(Exception):
 
 
 class DecodeError(RecorderError):
-    """Bad bytes from the wire. `layer` and `reason` are short fixed words, used as counter labels."""
+    """Bad bytes from the wire; `layer` and `reason` are short fixed words (counter labels)."""
 
     def __init__(self, layer: str, reason: str) -> None:
         super().__init__(f"{layer}: {reason}")

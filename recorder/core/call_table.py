@@ -121,7 +121,10 @@ def _why_not_recorded(call: Call, reason: str) -> tuple[str, str]:
     if call.undecodable:
         return "undecodable", ",".join(sorted(call.undecodable))
     if call.state in (FAILED, CANCELLED):
-        return "not_answered", f"{call.state} ({call.final_status})" if call.final_status else call.state
+        return (
+            "not_answered",
+            f"{call.state} ({call.final_status})" if call.final_status else call.state,
+        )
     if call.state != ANSWERED:
         return "not_answered", f"no answer ({reason})"
     if call.first_rtp_ns is None:

@@ -111,5 +111,8 @@ class Signalling:
             rtpmap = codec_for(media, pt)
             if rtpmap is not None:
                 pt_map[pt] = (rtpmap.encoding.upper(), rtpmap.clock_rate)
-                if not call.first_codec and rtpmap.encoding.upper() not in ("TELEPHONE-EVENT", "CN"):
+                if not call.first_codec and rtpmap.encoding.upper() not in (
+                    "TELEPHONE-EVENT",
+                    "CN",
+                ):
                     call.first_codec = rtpmap.encoding.upper()

@@ -36,14 +36,25 @@ def export_wav(
         if row is None:
             raise ArchiveError(f"no recording {recording_id!r} in the index")
         try:
-            seconds = _write_wav(archive, masters, keys, row.path, row.sha256, row.id,
-                                 row.complete, output)
+            seconds = _write_wav(
+                archive, masters, keys, row.path, row.sha256, row.id, row.complete, output
+            )
         except (IntegrityError, OSError) as exc:
-            audit.append("export", outcome="failure", recording_id=recording_id,
-                         output=str(output), reason=str(exc))
+            audit.append(
+                "export",
+                outcome="failure",
+                recording_id=recording_id,
+                output=str(output),
+                reason=str(exc),
+            )
             raise IntegrityError(f"recording {recording_id}: {exc}") from None
-        audit.append("export", recording_id=recording_id, output=str(output),
-                     format="wav", duration_ms=int(seconds * 1000))
+        audit.append(
+            "export",
+            recording_id=recording_id,
+            output=str(output),
+            format="wav",
+            duration_ms=int(seconds * 1000),
+        )
         return f"{seconds:.2f} s"
     finally:
         audit.close()

@@ -41,7 +41,9 @@ def recover_partials(archive: Archive, masters: Mapping[str, MasterKey], stores:
         except (IntegrityError, ValueError, OSError) as exc:
             log.error("could not recover %s: %s", partial.name, exc)
             stores.audit.append(
-                "recording.recovery_failed", outcome="failure", recording_id=recording_id,
+                "recording.recovery_failed",
+                outcome="failure",
+                recording_id=recording_id,
                 reason=str(exc),
             )
     return recovered
@@ -74,15 +76,27 @@ def _recover_one(
     )
     relative = archive.relative_path(recording_id)
     fields = dict(
-        end_ns=end_ns, complete=False, state="recovered", sha256=digest,
-        size=status.verified_bytes, reason="recovered after crash",
+        end_ns=end_ns,
+        complete=False,
+        state="recovered",
+        sha256=digest,
+        size=status.verified_bytes,
+        reason="recovered after crash",
     )
     if stores.index.get(recording_id) is None:
         stores.index.add_recording(
             RecordingRow(
-                id=recording_id, call_id="", caller="", callee="", start_ns=header.created_ns,
-                codecs=[], sample_rate=header.sample_rate, channels=header.channels,
-                path=relative, kid="", **fields,  # type: ignore[arg-type]
+                id=recording_id,
+                call_id="",
+                caller="",
+                callee="",
+                start_ns=header.created_ns,
+                codecs=[],
+                sample_rate=header.sample_rate,
+                channels=header.channels,
+                path=relative,
+                kid="",
+                **fields,  # type: ignore[arg-type]
             )
         )
     else:
@@ -97,6 +111,8 @@ def _recover_one(
         bytes_cut=original - status.verified_bytes,
     )
     log.warning(
-        "recovered %s: %d segments kept, %d bytes cut", recording_id,
-        status.segments_verified, original - status.verified_bytes,
+        "recovered %s: %d segments kept, %d bytes cut",
+        recording_id,
+        status.segments_verified,
+        original - status.verified_bytes,
     )

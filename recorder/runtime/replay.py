@@ -108,7 +108,9 @@ def _first_ts(path: Path) -> int:
     return 0
 
 
-def _fill(summary: ReplaySummary, core: RecorderCore, writer: ArchiveWriter, loop: LoopStats) -> None:
+def _fill(
+    summary: ReplaySummary, core: RecorderCore, writer: ArchiveWriter, loop: LoopStats
+) -> None:
     stats = core.stats
     summary.frames = loop.frames
     summary.internal_errors = loop.internal_errors

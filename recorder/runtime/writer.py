@@ -44,7 +44,7 @@ class OpenRecording:
     partial: os.PathLike[str] | str
     fd: int
     sealer: RecordingWriter
-    sha256: "hashlib._Hash" = field(default_factory=hashlib.sha256)
+    sha256: hashlib._Hash = field(default_factory=hashlib.sha256)
     size: int = 0
     last_sync: float = 0.0
     failed: bool = False

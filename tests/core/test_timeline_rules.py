@@ -61,9 +61,13 @@ def base_call(
     call.invite(T0)
     call.answer(T0 + 500 * MS)
     for i in caller_packets:
-        call.rtp_from_caller(CALLER_START + i * 20 * MS, rtp(0, 100 + i, 1000 + 160 * i, 0xAAAA, payload(i, 0)))
+        call.rtp_from_caller(
+            CALLER_START + i * 20 * MS, rtp(0, 100 + i, 1000 + 160 * i, 0xAAAA, payload(i, 0))
+        )
     for i in callee_packets:
-        call.rtp_from_callee(CALLEE_START + i * 20 * MS, rtp(0, 7 + i, 5000 + 160 * i, 0xBBBB, payload(i, 1)))
+        call.rtp_from_callee(
+            CALLEE_START + i * 20 * MS, rtp(0, 7 + i, 5000 + 160 * i, 0xBBBB, payload(i, 1))
+        )
     call.bye(T0 + 3000 * MS)
     return call
 
@@ -98,7 +102,9 @@ def test_lost_packet_is_silence() -> None:
 
 def test_duplicate_counts_once() -> None:
     call = base_call()
-    call.rtp_from_caller(CALLER_START + 5 * 20 * MS + 3 * MS, rtp(0, 105, 1000 + 160 * 5, 0xAAAA, payload(5, 0)))
+    call.rtp_from_caller(
+        CALLER_START + 5 * 20 * MS + 3 * MS, rtp(0, 105, 1000 + 160 * 5, 0xAAAA, payload(5, 0))
+    )
     result = run(call.sorted_frames())
     np.testing.assert_array_equal(result.pcm, expected(full(0), full(1), 8800))
     assert result.ended.stats["duplicates"] == 1
@@ -118,23 +124,33 @@ def test_reordered_packets_go_back_to_their_place() -> None:
 def test_dtmf_events_leave_silence() -> None:
     call = base_call(caller_packets=[i for i in range(50) if not 20 <= i < 25])
     for i in range(20, 25):
-        event = bytes([5, 0x0A]) + (160 * (i - 19)).to_bytes(2, "big")  # RFC 4733: digit 5, volume 10, duration
-        call.rtp_from_caller(CALLER_START + i * 20 * MS, rtp(101, 100 + i, 1000 + 160 * 20, 0xAAAA, event))
+        event = bytes([5, 0x0A]) + (160 * (i - 19)).to_bytes(
+            2, "big"
+        )  # RFC 4733: digit 5, volume 10, duration
+        call.rtp_from_caller(
+            CALLER_START + i * 20 * MS, rtp(101, 100 + i, 1000 + 160 * 20, 0xAAAA, event)
+        )
     result = run(call.sorted_frames())
-    np.testing.assert_array_equal(result.pcm, expected(full(0, skip=(20, 21, 22, 23, 24)), full(1), 8800))
+    np.testing.assert_array_equal(
+        result.pcm, expected(full(0, skip=(20, 21, 22, 23, 24)), full(1), 8800)
+    )
 
 
 def test_ssrc_change_reanchors_at_capture_time() -> None:
     call = base_call(caller_packets=range(25))
     for i in range(25, 50):  # new SSRC with an unrelated timestamp base
-        call.rtp_from_caller(CALLER_START + i * 20 * MS, rtp(0, 9000 + i, 777777 + 160 * i, 0xCCCC, payload(i, 0)))
+        call.rtp_from_caller(
+            CALLER_START + i * 20 * MS, rtp(0, 9000 + i, 777777 + 160 * i, 0xCCCC, payload(i, 0))
+        )
     result = run(call.sorted_frames())
     np.testing.assert_array_equal(result.pcm, expected(full(0), full(1), 8800))
 
 
 def test_late_beyond_jitter_window_is_dropped_and_counted() -> None:
     call = base_call(caller_packets=[i for i in range(50) if i != 3])
-    call.rtp_from_caller(CALLER_START + 2500 * MS, rtp(0, 103, 1000 + 160 * 3, 0xAAAA, payload(3, 0)))
+    call.rtp_from_caller(
+        CALLER_START + 2500 * MS, rtp(0, 103, 1000 + 160 * 3, 0xAAAA, payload(3, 0))
+    )
     result = run(call.sorted_frames())
     np.testing.assert_array_equal(result.pcm, expected(full(0, skip=(3,)), full(1), 8800))
     assert result.ended.stats["late"] == 1
@@ -165,7 +181,9 @@ def test_g722_records_at_16khz_from_an_8khz_rtp_clock() -> None:
 def test_timestamp_and_sequence_wrap_around(wrap_at: int) -> None:
     call = base_call(caller_packets=range(0))
     for i in range(50):
-        call.rtp_from_caller(CALLER_START + i * 20 * MS,
-                             rtp(0, wrap_at + i, wrap_at + 160 * i, 0xAAAA, payload(i, 0)))
+        call.rtp_from_caller(
+            CALLER_START + i * 20 * MS,
+            rtp(0, wrap_at + i, wrap_at + 160 * i, 0xAAAA, payload(i, 0)),
+        )
     result = run(call.sorted_frames())
     np.testing.assert_array_equal(result.pcm, expected(full(0), full(1), 8800))

@@ -15,7 +15,6 @@ from recorder.container.format import SEALED_SEGMENT_BYTES
 from recorder.container.reader import read_header_block
 from tests.builders import CallBuilder, rtp, write_pcap
 from tests.core.test_timeline_rules import (
-    CALLEE_START,
     CALLER_START,
     MS,
     T0,
@@ -39,17 +38,25 @@ def recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, ob
     archive = tmp_path / "archive"
     assert run_cli(capsys, "keygen", str(key), "--archive", str(archive))[0] == 0
     first = base_call()
-    second = CallBuilder(call_id="../../etc/passwd", caller="+4930333", callee="+4930444",
-                         caller_rtp=42000, callee_rtp=52000)
+    second = CallBuilder(
+        call_id="../../etc/passwd",
+        caller="+4930333",
+        callee="+4930444",
+        caller_rtp=42000,
+        callee_rtp=52000,
+    )
     second.invite(T0 + 100 * MS)
     second.answer(T0 + 600 * MS)
     for i in range(50):
-        second.rtp_from_caller(CALLER_START + i * 20 * MS + 5 * MS,
-                               rtp(0, i, 160 * i, 0x5555, payload(i, 1)))
+        second.rtp_from_caller(
+            CALLER_START + i * 20 * MS + 5 * MS, rtp(0, i, 160 * i, 0x5555, payload(i, 1))
+        )
     second.bye(T0 + 3000 * MS)
     frames = sorted(first.frames + second.frames, key=lambda f: f.ts_ns)
     pcap = write_pcap(tmp_path / "two-calls.pcap", frames)
-    code, out, _ = run_cli(capsys, "replay", "--archive", str(archive), "--key", str(key), str(pcap))
+    code, out, _ = run_cli(
+        capsys, "replay", "--archive", str(archive), "--key", str(key), str(pcap)
+    )
     assert code == 0
     assert "calls recorded    2" in out
     code, out, _ = run_cli(capsys, "list", "--archive", str(archive), "--json")
@@ -57,11 +64,24 @@ def recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, ob
     return {"key": key, "archive": archive, "rows": rows, "tmp": tmp_path}
 
 
-def export(capsys: pytest.CaptureFixture[str], ctx: dict, call_id: str, name: str) -> tuple[int, Path, str]:
+def export(
+    capsys: pytest.CaptureFixture[str], ctx: dict, call_id: str, name: str
+) -> tuple[int, Path, str]:
     out = ctx["tmp"] / name  # type: ignore[operator]
     row = ctx["rows"][call_id]  # type: ignore[index]
-    code, _, err = run_cli(capsys, "export", "--archive", str(ctx["archive"]), "--key",
-                           str(ctx["key"]), row["id"], "-o", str(out), "--as", "auditor-1")
+    code, _, err = run_cli(
+        capsys,
+        "export",
+        "--archive",
+        str(ctx["archive"]),
+        "--key",
+        str(ctx["key"]),
+        row["id"],
+        "-o",
+        str(out),
+        "--as",
+        "auditor-1",
+    )
     return code, out, err
 
 
@@ -93,7 +113,9 @@ def test_hostile_call_id_stays_data(recorded: dict) -> None:
     assert (archive / row["path"]).resolve().is_relative_to(archive.resolve())
 
 
-def test_export_gives_the_audio_sample_for_sample(recorded: dict, capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_gives_the_audio_sample_for_sample(
+    recorded: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, wav, _ = export(capsys, recorded, "call-1@test", "call.wav")
     assert code == 0
     rate, pcm = read_wav(wav)
@@ -105,8 +127,12 @@ def test_export_gives_the_audio_sample_for_sample(recorded: dict, capsys: pytest
     assert last["recording_id"] == recorded["rows"]["call-1@test"]["id"]
 
 
-def test_verify_passes_on_an_untouched_archive(recorded: dict, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(capsys, "verify", "--archive", str(recorded["archive"]), "--key", str(recorded["key"]))
+def test_verify_passes_on_an_untouched_archive(
+    recorded: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(
+        capsys, "verify", "--archive", str(recorded["archive"]), "--key", str(recorded["key"])
+    )
     assert code == 0, out
     assert out.strip().splitlines()[-1].startswith("OK: 2/2 recordings authentic")
 
@@ -183,9 +209,13 @@ def edit_audit_line(ctx: dict) -> None:
         (edit_audit_line, "audit trail: ", False),
     ],
 )
-def test_tampering_is_detected(recorded: dict, capsys: pytest.CaptureFixture[str], tamper, message: str, export_fails: bool) -> None:
+def test_tampering_is_detected(
+    recorded: dict, capsys: pytest.CaptureFixture[str], tamper, message: str, export_fails: bool
+) -> None:
     tamper(recorded)
-    code, out, _ = run_cli(capsys, "verify", "--archive", str(recorded["archive"]), "--key", str(recorded["key"]))
+    code, out, _ = run_cli(
+        capsys, "verify", "--archive", str(recorded["archive"]), "--key", str(recorded["key"])
+    )
     assert code == 1
     failures = [line for line in out.splitlines() if line.startswith("FAIL ")]
     assert any(message in line for line in failures), out
@@ -195,12 +225,17 @@ def test_tampering_is_detected(recorded: dict, capsys: pytest.CaptureFixture[str
         assert not wav.exists()
 
 
-def test_wrong_key_is_detected(recorded: dict, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_wrong_key_is_detected(
+    recorded: dict, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     other = tmp_path / "other.key"
     assert run_cli(capsys, "keygen", str(other))[0] == 0
-    code, out, _ = run_cli(capsys, "verify", "--archive", str(recorded["archive"]), "--key", str(other))
+    code, out, _ = run_cli(
+        capsys, "verify", "--archive", str(recorded["archive"]), "--key", str(other)
+    )
     assert code == 1
     assert sum(line.startswith("FAIL recording") for line in out.splitlines()) == 2
     recorded["key"] = other
     code, wav, err = export(capsys, recorded, "call-1@test", "wrong.wav")
     assert code == 1 and not wav.exists()
+    assert "needs master key" in err

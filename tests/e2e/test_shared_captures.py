@@ -41,8 +41,19 @@ CAPTURES = {
 
 def tshark_fields(path: Path, display_filter: str, fields: list[str]) -> list[list[str]]:
     tshark = require_tool("tshark")
-    cmd = [tshark, "-r", str(path), "-o", "rtp.heuristic_rtp:TRUE", "-Y", display_filter,
-           "-T", "fields", "-E", "separator=|"]
+    cmd = [
+        tshark,
+        "-r",
+        str(path),
+        "-o",
+        "rtp.heuristic_rtp:TRUE",
+        "-Y",
+        display_filter,
+        "-T",
+        "fields",
+        "-E",
+        "separator=|",
+    ]
     for name in fields:
         cmd += ["-e", name]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -58,12 +69,15 @@ def caller_media(path: Path) -> dict[str, tuple[tuple[str, int], int, int]]:
     window: from that INVITE to one second after its BYE (or the end of the capture)."""
     found: dict[str, tuple[tuple[str, int], int, int]] = {}
     for t, call_id, address, ports in tshark_fields(
-        path, 'sip.Method == "INVITE" && sdp',
+        path,
+        'sip.Method == "INVITE" && sdp',
         ["frame.time_epoch", "sip.Call-ID", "sdp.connection_info.address", "sdp.media.port"],
     ):
         endpoint = (address.split(",")[0], int(ports.split(",")[0]))
         found.setdefault(call_id, (endpoint, epoch_ns(t), 2**63))
-    for t, call_id in tshark_fields(path, 'sip.Method == "BYE"', ["frame.time_epoch", "sip.Call-ID"]):
+    for t, call_id in tshark_fields(
+        path, 'sip.Method == "BYE"', ["frame.time_epoch", "sip.Call-ID"]
+    ):
         if call_id in found and found[call_id][2] == 2**63:
             endpoint, start, _ = found[call_id]
             found[call_id] = (endpoint, start, epoch_ns(t) + 1_000_000_000)
@@ -78,9 +92,20 @@ def reference_audio(
 ) -> tuple[int, np.ndarray]:
     """The recording the timeline rule gives for the call whose caller receives at `caller`."""
     rows = tshark_fields(
-        path, "rtp.version == 2 && !rtcp",
-        ["frame.time_epoch", "ip.src", "udp.srcport", "ip.dst", "udp.dstport", "rtp.ssrc",
-         "rtp.seq", "rtp.timestamp", "rtp.p_type", "rtp.payload"],
+        path,
+        "rtp.version == 2 && !rtcp",
+        [
+            "frame.time_epoch",
+            "ip.src",
+            "udp.srcport",
+            "ip.dst",
+            "udp.dstport",
+            "rtp.ssrc",
+            "rtp.seq",
+            "rtp.timestamp",
+            "rtp.p_type",
+            "rtp.payload",
+        ],
     )
     packets = []
     for t, src, sport, dst, dport, ssrc, seq, ts, pt, payload in rows:
@@ -93,8 +118,17 @@ def reference_audio(
         ns = epoch_ns(t)
         if not start_ns <= ns < end_ns:
             continue
-        packets.append((ns, side, int(ssrc, 16), int(seq), int(ts), int(pt),
-                        bytes.fromhex(payload.replace(":", ""))))
+        packets.append(
+            (
+                ns,
+                side,
+                int(ssrc, 16),
+                int(seq),
+                int(ts),
+                int(pt),
+                bytes.fromhex(payload.replace(":", "")),
+            )
+        )
     origin = packets[0][0]
     rate = 16000 if any(p[5] == 9 for p in packets) else 8000
     channels: list[dict[int, np.ndarray]] = [{}, {}]

@@ -183,7 +183,8 @@ class CallTimeline:
         side.end = max(side.end, self.cursor + stop // 2)
 
     def due_sample(self, now_ns: int) -> int:
-        """How far audio can be emitted at capture time `now_ns` (held back by the jitter window)."""
+        """How far audio can be emitted at capture time `now_ns` (held back by the jitter
+        window)."""
         return self.grid_at(now_ns) - self.jitter_samples
 
     def flush_until(self, target: int) -> bytes:
@@ -211,8 +212,10 @@ class CallTimeline:
 def _resample(samples: Samples, src_rate: int, dst_rate: int) -> Samples:
     """Integer-ratio rate change for calls that mix 8 kHz and 16 kHz codecs."""
     if src_rate * 2 == dst_rate:
-        return np.repeat(samples, 2)
+        up: Samples = np.repeat(samples, 2)
+        return up
     if src_rate == dst_rate * 2:
         pairs = samples[: len(samples) // 2 * 2].astype(np.int32).reshape(-1, 2)
-        return (pairs.sum(axis=1) // 2).astype(np.int16)
+        down: Samples = (pairs.sum(axis=1) // 2).astype(np.int16)
+        return down
     raise ValueError(f"no resampler from {src_rate} Hz to {dst_rate} Hz")

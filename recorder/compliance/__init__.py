@@ -1,0 +1,1 @@
+"""Compliance controls: which calls are recorded, retention, legal hold, PCI pause."""

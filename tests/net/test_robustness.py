@@ -31,7 +31,7 @@ from recorder.core.model import (
     LINKTYPE_RAW,
     Datagram,
 )
-from recorder.core.net import NetDecoder
+from recorder.core.net import DROP_REASONS, NetDecoder
 from recorder.core.net.link import LINKTYPE_ERF
 from recorder.errors import DecodeError
 
@@ -100,7 +100,9 @@ def decode_safely(dec: NetDecoder, linktype: int, frame: bytes) -> Datagram | st
     try:
         return dec.decode(linktype, frame, 0)
     except DecodeError as exc:
-        return f"{exc.layer}:{exc.reason}"
+        error = exc
+    assert error.reason in DROP_REASONS[error.layer], (error.layer, error.reason)
+    return f"{error.layer}:{error.reason}"
 
 
 @pytest.mark.parametrize(("name", "linktype", "frame"), FRAMES, ids=[f[0] for f in FRAMES])
@@ -172,3 +174,18 @@ def test_tcp_is_not_on_the_fast_path_but_decodes() -> None:
     frame = bytes(ether(IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=1, dport=2) / b"x"))
     got = decode_safely(NetDecoder(), LINKTYPE_ETHERNET, frame)
     assert got == general(NetDecoder(), LINKTYPE_ETHERNET, frame)
+
+
+def test_reasons_used_by_the_code_are_catalogued() -> None:
+    import re
+    from pathlib import Path
+
+    import recorder.core.net as net
+
+    source = "".join(p.read_text() for p in Path(net.__file__).parent.glob("*.py"))
+    used = set(re.findall(r'DecodeError\("(\w+)", "(\w+)"\)', source))
+    used |= {(layer, r) for r in re.findall(r'DecodeError\(layer, "(\w+)"\)', source)
+             for layer in ("link", "tunnel")}  # fmt: skip
+    used |= {("ip", r) for r in re.findall(r'_poison\(entry, "(\w+)"\)', source)}
+    catalogued = {(layer, r) for layer, reasons in DROP_REASONS.items() for r in reasons}
+    assert used == catalogued

@@ -392,3 +392,24 @@ def test_samples_round_trip_through_the_framer() -> None:
     assert streams.feed(KEY, at(0), 0, data, 0) == list(STREAM_MESSAGES)
     for raw in (COMPACT_BYE, FOLDED_OPTIONS):
         assert parse_sip(raw).call_id
+
+
+def test_fin_behind_a_hole_closes_when_expire_skips_it() -> None:
+    streams = opened(gap_timeout_ns=SECOND)
+    assert streams.feed(KEY, at(len(INVITE)), FIN, OK, 0) == []
+    assert streams.expire(SECOND) == [(KEY, OK)]
+    assert len(streams) == 0
+    assert streams.counters["streams_closed"] == 1
+    assert streams.counters["gap_bytes"] == len(INVITE)
+    assert streams.buffered_bytes == 0
+
+
+def test_rst_and_new_syn_count_what_was_held() -> None:
+    streams = opened()
+    streams.feed(KEY, at(0), 0, INVITE[:40], 0)
+    streams.feed(KEY, 5, SYN, b"", 1)  # a new connection on the same ports
+    assert streams.counters["discarded_bytes"] == 40
+    streams.feed(KEY, 6, 0, INVITE[:30], 2)
+    streams.feed(KEY, 36, RST, b"", 3)
+    assert streams.counters["discarded_bytes"] == 70
+    assert (len(streams), streams.buffered_bytes) == (0, 0)

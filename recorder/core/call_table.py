@@ -45,6 +45,9 @@ class CallTable:
     def get(self, call_id: str) -> Call | None:
         return self.calls.get(call_id)
 
+    def by_serial(self, serial: int) -> Call | None:
+        return next((c for c in self.calls.values() if c.serial == serial), None)
+
     def new_call(self, call_id: str, caller: str, callee: str, tag: str, now_ns: int) -> Call:
         if len(self.calls) >= self._limits.max_calls:
             self._evict(now_ns)
@@ -93,9 +96,23 @@ class CallTable:
         for key in call.endpoints:
             if self.endpoints.get(key, (None, 0))[0] is call:
                 del self.endpoints[key]
+        if call.timeline is not None:
+            self.end_recording(call, now_ns, reason)
+            return
+        outcome, why = _why_not_recorded(call, reason)
+        self._stats.not_recorded[outcome] += 1
+        self._emit(
+            CallNotRecorded(
+                call.call_id, call.caller, call.callee, call.first_ns, now_ns, outcome, why
+            )
+        )
+
+    def end_recording(self, call: Call, now_ns: int, reason: str) -> None:
+        """Close the call's recording (the call itself may go on, unrecorded)."""
         timeline = call.timeline
         if timeline is not None:
-            tail = self._media.finish(call)
+            call.timeline = None
+            tail = timeline.finish()
             if tail:
                 self._emit(RecordingAudio(call.serial, tail))
             stats = {"packets": 0, "duplicates": 0, "late": 0, "ssrc_changes": 0, "reanchors": 0}
@@ -107,17 +124,11 @@ class CallTable:
             end_ns = timeline.origin_ns + timeline.cursor * NS_PER_S // timeline.sample_rate
             self._stats.recordings_ended += 1
             self._emit(RecordingEnded(call.serial, end_ns, reason, tuple(call.codecs), stats))
-            return
-        outcome, why = _why_not_recorded(call, reason)
-        self._stats.not_recorded[outcome] += 1
-        self._emit(
-            CallNotRecorded(
-                call.call_id, call.caller, call.callee, call.first_ns, now_ns, outcome, why
-            )
-        )
 
 
 def _why_not_recorded(call: Call, reason: str) -> tuple[str, str]:
+    if not call.decision.record:
+        return "not_selected", call.decision.reason or "no recording rule matched"
     if call.undecodable:
         return "undecodable", ",".join(sorted(call.undecodable))
     if call.state in (FAILED, CANCELLED):

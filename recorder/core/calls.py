@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from recorder.core.media.timeline import CallTimeline
+from recorder.core.policy import Decision
 
 CALLER, CALLEE = 0, 1
 
@@ -45,6 +46,10 @@ class Call:
     undecodable: dict[str, int] = field(default_factory=dict)  # reason -> packets
     end_at_ns: int | None = None
     end_reason: str = ""
+    decision: Decision = field(default_factory=lambda: Decision(record=True))
+    stopped: bool = False  # recording stopped mid-call (opt-out): the rest is not recorded
+    paused_since_ns: int | None = None  # PCI DSS pause: nothing placed while set
+    last_event_ts: tuple[int, int] | None = None  # (side, RTP ts) of the last DTMF event seen
 
     def sender_of_request(self, from_tag: str | None) -> int:
         return CALLER if from_tag == self.caller_tag else CALLEE

@@ -15,6 +15,11 @@ class RecordingStarted:
     start_ns: int  # capture time of the call's first RTP packet: sample 0
     sample_rate: int
     channels: int
+    purpose: str = "unspecified"
+    legal_basis: str = "unspecified"
+    retention_class: str = "default"
+    notice: str = ""
+    rule: str = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,4 +52,15 @@ class CallNotRecorded:
     reason: str
 
 
-Event = RecordingStarted | RecordingAudio | RecordingEnded | CallNotRecorded
+@dataclass(frozen=True, slots=True)
+class RecordingMarker:
+    """Something that happened to a recording mid-call, for the audit trail: "paused",
+    "resumed" (PCI DSS), "opt_out". `at_ns` is capture time; `detail` never holds digits."""
+
+    serial: int
+    kind: str
+    at_ns: int
+    detail: str = ""
+
+
+Event = RecordingStarted | RecordingAudio | RecordingEnded | CallNotRecorded | RecordingMarker

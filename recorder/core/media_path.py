@@ -9,9 +9,13 @@ from recorder.core.events import Event, RecordingAudio, RecordingStarted
 from recorder.core.limits import CoreLimits
 from recorder.core.media.codecs import DECODABLE, SILENT_ENCODINGS
 from recorder.core.media.timeline import NS_PER_S, CallTimeline
+from recorder.core.policy import DtmfListener
 from recorder.core.rtp.packet import is_rtcp, parse_rtp
 from recorder.core.stats import CoreStats
 from recorder.errors import DecodeError
+
+# RFC 4733 §3.2: event codes 0-15 of the DTMF table.
+_DTMF_DIGITS = "0123456789*#ABCD"
 
 
 class MediaPath:
@@ -22,6 +26,7 @@ class MediaPath:
         self._stats = stats
         self._emit = emit
         self._flush_ns = int(limits.flush_interval_s * NS_PER_S)
+        self.dtmf_listener: DtmfListener | None = None
 
     def receive(self, call: Call, sender: int, now_ns: int, data: bytes) -> None:
         stats = self._stats
@@ -34,6 +39,8 @@ class MediaPath:
             stats.drop(exc.layer, exc.reason)
             return
         stats.rtp_packets += 1
+        if not call.decision.record or call.stopped:
+            return  # not recorded by policy, or stopped by an opt-out: nothing is kept
         if call.first_rtp_ns is None:
             call.first_rtp_ns = now_ns
         call.last_rtp_ns = now_ns
@@ -50,8 +57,10 @@ class MediaPath:
         if codec is None and encoding not in SILENT_ENCODINGS:
             call.undecodable[encoding] = call.undecodable.get(encoding, 0) + 1
             return
+        if encoding == "TELEPHONE-EVENT":
+            self._dtmf(call, sender, ts, payload, now_ns)
         timeline = call.timeline or self._start(call, encoding)
-        if codec is None:
+        if codec is None or call.paused_since_ns is not None:
             timeline.track(sender, now_ns, ssrc, seq, ts, clock)
         else:
             if encoding not in call.codecs:
@@ -59,6 +68,16 @@ class MediaPath:
             timeline.place(sender, now_ns, ssrc, seq, ts, codec, payload)
         if now_ns >= call.next_flush_ns:
             self.flush(call, now_ns)
+
+    def _dtmf(self, call: Call, side: int, ts: int, payload: bytes, now_ns: int) -> None:
+        """Report each new RFC 4733 event once: all packets of one event share its RTP
+        timestamp (§2.5.1.2), and its end is retransmitted."""
+        if len(payload) < 4 or payload[0] >= len(_DTMF_DIGITS) or self.dtmf_listener is None:
+            return
+        if call.last_event_ts == (side, ts):
+            return
+        call.last_event_ts = (side, ts)
+        self.dtmf_listener.on_digit(call.serial, side, _DTMF_DIGITS[payload[0]], now_ns)
 
     def _start(self, call: Call, encoding: str) -> CallTimeline:
         """Open the recording: sample 0 is the call's first RTP packet, whatever its codec."""
@@ -82,6 +101,11 @@ class MediaPath:
                 start_ns=call.first_rtp_ns,
                 sample_rate=rate,
                 channels=2,
+                purpose=call.decision.purpose,
+                legal_basis=call.decision.legal_basis,
+                retention_class=call.decision.retention_class,
+                notice=call.decision.notice,
+                rule=call.decision.rule,
             )
         )
         return call.timeline

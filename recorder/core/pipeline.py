@@ -16,12 +16,13 @@ from collections import deque
 from collections.abc import Iterator
 
 from recorder.core.call_table import CallTable, endpoint_key
-from recorder.core.events import Event
+from recorder.core.events import Event, RecordingMarker
 from recorder.core.limits import CoreLimits
 from recorder.core.media.timeline import NS_PER_S
 from recorder.core.media_path import MediaPath
 from recorder.core.model import LINKTYPE_ETHERNET, PROTO_TCP, PROTO_UDP, Datagram, Frame
 from recorder.core.net.decoder import NetDecoder
+from recorder.core.policy import DtmfListener, RecordEverything, RecordingPolicy
 from recorder.core.signalling import Signalling
 from recorder.core.sip.message import looks_like_sip, parse_sip
 from recorder.core.sip.tcp import TcpSipStreams
@@ -29,10 +30,16 @@ from recorder.core.stats import CoreStats
 from recorder.errors import DecodeError
 
 _IPV4_ETHERTYPE = b"\x08\x00"
+_SIP_TCP_PORTS = frozenset({5060, 5080})
 
 
 class RecorderCore:
-    def __init__(self, limits: CoreLimits | None = None) -> None:
+    def __init__(
+        self,
+        limits: CoreLimits | None = None,
+        policy: RecordingPolicy | None = None,
+        dtmf_listener: DtmfListener | None = None,
+    ) -> None:
         self.limits = limits or CoreLimits()
         self.stats = CoreStats()
         self._events: deque[Event] = deque()
@@ -40,7 +47,10 @@ class RecorderCore:
         self._tcp = TcpSipStreams()
         self._media = MediaPath(self.limits, self.stats, self._events.append)
         self.calls = CallTable(self.limits, self.stats, self._media, self._events.append)
-        self._signalling = Signalling(self.limits, self.stats, self.calls)
+        self._signalling = Signalling(
+            self.limits, self.stats, self.calls, policy or RecordEverything()
+        )
+        self._media.dtmf_listener = dtmf_listener
         self._sweep_ns = int(self.limits.sweep_interval_s * NS_PER_S)
         self._next_sweep_ns: int | None = None
         self.now_ns = 0  # newest capture time seen: timers never run backwards
@@ -100,21 +110,31 @@ class RecorderCore:
                 self._media.receive(hit[0], hit[1], now, dg.payload)
                 return
             if looks_like_sip(dg.payload):
-                self._sip(dg.payload, now)
+                self._sip(dg.payload, now, dg.src_ip, dg.dst_ip)
             else:
                 self.stats.drop("udp", "unmatched")
         elif dg.proto == PROTO_TCP:
             key = (dg.src_ip, dg.sport, dg.dst_ip, dg.dport)
-            for message in self._tcp.feed(key, dg.tcp_seq, dg.tcp_flags, dg.payload, now):
-                self._sip(message, now)
+            # Only SIP streams are reassembled: a known stream, the SIP ports, or a first
+            # payload that starts like SIP (TLS, HTTP and the rest cost one check).
+            if (
+                key in self._tcp
+                or dg.sport in _SIP_TCP_PORTS
+                or dg.dport in _SIP_TCP_PORTS
+                or looks_like_sip(dg.payload)
+            ):
+                for message in self._tcp.feed(key, dg.tcp_seq, dg.tcp_flags, dg.payload, now):
+                    self._sip(message, now, dg.src_ip, dg.dst_ip)
+            else:
+                self.stats.drop("tcp", "not_sip")
 
-    def _sip(self, data: bytes, now: int) -> None:
+    def _sip(self, data: bytes, now: int, src_ip: bytes, dst_ip: bytes) -> None:
         try:
             msg = parse_sip(data)
         except DecodeError as exc:
             self.stats.drop(exc.layer, exc.reason)
             return
-        self._signalling.receive(msg, now)
+        self._signalling.receive(msg, now, src_ip, dst_ip)
 
     # -- time --------------------------------------------------------------------------
 
@@ -128,7 +148,8 @@ class RecorderCore:
         now = self.now_ns
         self._next_sweep_ns = now + self._sweep_ns
         self._net.expire(now)
-        self._tcp.expire(now)
+        for (src_ip, _sport, dst_ip, _dport), message in self._tcp.expire(now):
+            self._sip(message, now, src_ip, dst_ip)  # released from behind a hole
         self.calls.sweep(now)
 
     def close(self, now_ns: int | None = None, reason: str = "end_of_capture") -> None:
@@ -136,6 +157,44 @@ class RecorderCore:
         now = max(self.now_ns, now_ns or 0)
         for call in self.calls:
             self.calls.end(call, now, reason)
+
+    # -- control (PCI DSS pause/resume, opt-out) -----------------------------------------
+
+    def find_calls(self, *, call_id: str | None = None, number: str | None = None) -> list[int]:
+        """Serials of open calls by Call-ID or by caller/callee number."""
+        return [
+            c.serial
+            for c in self.calls
+            if (call_id is not None and c.call_id == call_id)
+            or (number is not None and number in (c.caller, c.callee))
+        ]
+
+    def pause(self, serial: int, now_ns: int, reason: str) -> bool:
+        """Stop placing audio: from `now_ns` the recording holds silence until `resume`."""
+        call = self.calls.by_serial(serial)
+        if call is None or call.paused_since_ns is not None:
+            return False
+        call.paused_since_ns = now_ns
+        self._events.append(RecordingMarker(serial, "paused", now_ns, reason))
+        return True
+
+    def resume(self, serial: int, now_ns: int, reason: str) -> bool:
+        call = self.calls.by_serial(serial)
+        if call is None or call.paused_since_ns is None:
+            return False
+        call.paused_since_ns = None
+        self._events.append(RecordingMarker(serial, "resumed", now_ns, reason))
+        return True
+
+    def stop_recording(self, serial: int, now_ns: int, reason: str) -> bool:
+        """End the call's recording now (an opt-out); the rest of the call is not recorded."""
+        call = self.calls.by_serial(serial)
+        if call is None or call.stopped:
+            return False
+        call.stopped = True
+        self._events.append(RecordingMarker(serial, "stopped", now_ns, reason))
+        self.calls.end_recording(call, now_ns, reason)
+        return True
 
     # -- output ------------------------------------------------------------------------
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 from recorder.core.call_table import CallTable
 from recorder.core.calls import ANSWERED, CALLING, CANCELLED, EARLY, FAILED, Call
 from recorder.core.limits import CoreLimits
+from recorder.core.media.codecs import SILENT_ENCODINGS
 from recorder.core.media.timeline import NS_PER_S
-from recorder.core.sdp.parse import SdpSession, codec_for, parse_sdp
+from recorder.core.policy import CallFacts, RecordingPolicy
+from recorder.core.sdp.parse import SdpMedia, codec_for, parse_sdp
 from recorder.core.sip.message import SipMessage, uri_user
 from recorder.core.stats import CoreStats
 from recorder.errors import DecodeError
@@ -16,13 +18,16 @@ _ZERO_ADDRESSES = (bytes(4), bytes(16))
 
 
 class Signalling:
-    def __init__(self, limits: CoreLimits, stats: CoreStats, table: CallTable) -> None:
+    def __init__(
+        self, limits: CoreLimits, stats: CoreStats, table: CallTable, policy: RecordingPolicy
+    ) -> None:
         self._stats = stats
         self._table = table
+        self._policy = policy
         self._bye_ns = int(limits.bye_linger_s * NS_PER_S)
         self._failed_ns = int(limits.failed_linger_s * NS_PER_S)
 
-    def receive(self, msg: SipMessage, now_ns: int) -> None:
+    def receive(self, msg: SipMessage, now_ns: int, src_ip: bytes, dst_ip: bytes) -> None:
         self._stats.sip_messages += 1
         call_id = msg.call_id
         if not call_id:
@@ -32,13 +37,20 @@ class Signalling:
         if call is None:
             if msg.method != "INVITE" or msg.to_tag:
                 return  # not a call we follow (REGISTER, OPTIONS, a dialog begun before capture)
-            call = self._table.new_call(
-                call_id,
-                uri_user(msg.header("from") or ""),
-                uri_user(msg.header("to") or ""),
-                msg.from_tag or "",
-                now_ns,
+            facts = CallFacts(
+                call_id=call_id,
+                caller=uri_user(msg.header("from") or ""),
+                callee=uri_user(msg.header("to") or ""),
+                caller_uri=msg.header("from") or "",
+                callee_uri=msg.header("to") or "",
+                src_ip=src_ip,
+                dst_ip=dst_ip,
+                headers={name: value for name, value in reversed(msg.headers)},
             )
+            call = self._table.new_call(
+                call_id, facts.caller, facts.callee, msg.from_tag or "", now_ns
+            )
+            call.decision = self._policy.decide(facts)
         self._table.touch(call, now_ns)
         if msg.method is not None:
             sender = call.sender_of_request(msg.from_tag)
@@ -87,8 +99,8 @@ class Signalling:
         for media in sdp.media:
             if media.kind != "audio" or media.port == 0:
                 continue
-            self._learn_payload_types(call, sender, sdp, media)
-            address = media.connection or sdp.connection
+            self._learn_payload_types(call, sender, media)
+            address = media.connection
             if address is None or address in _ZERO_ADDRESSES:
                 continue  # on hold (RFC 3264 §8.4): no address to receive at
             self._table.add_endpoint(call, sender, address, media.port)
@@ -98,21 +110,17 @@ class Signalling:
                     self._table.add_endpoint(call, sender, address, rtcp_port)
 
     @staticmethod
-    def _learn_payload_types(call: Call, side: int, sdp: SdpSession, media: object) -> None:
-        from recorder.core.sdp.parse import SdpMedia
-
-        assert isinstance(media, SdpMedia)
-        if "SAVP" in media.proto.upper():
-            call.srtp_sides.add(side)  # SRTP: its payload cannot be decoded passively
+    def _learn_payload_types(call: Call, side: int, media: SdpMedia) -> None:
+        if media.is_srtp:
+            call.srtp_sides.add(side)  # SRTP (RTP/SAVP or SDES a=crypto): undecodable passively
         else:
             call.srtp_sides.discard(side)
         pt_map = call.pt_maps[side]
         for pt in media.payload_types:
             rtpmap = codec_for(media, pt)
-            if rtpmap is not None:
-                pt_map[pt] = (rtpmap.encoding.upper(), rtpmap.clock_rate)
-                if not call.first_codec and rtpmap.encoding.upper() not in (
-                    "TELEPHONE-EVENT",
-                    "CN",
-                ):
-                    call.first_codec = rtpmap.encoding.upper()
+            if rtpmap is None:
+                continue
+            encoding = rtpmap.encoding.upper()
+            pt_map[pt] = (encoding, rtpmap.clock_rate)
+            if not call.first_codec and encoding not in SILENT_ENCODINGS:
+                call.first_codec = encoding

@@ -88,6 +88,9 @@ class TcpSipStreams:
     def __len__(self) -> int:
         return len(self._streams)
 
+    def __contains__(self, key: StreamKey) -> bool:
+        return key in self._streams
+
     def feed(
         self, key: StreamKey, seq: int, flags: int, payload: bytes, now_ns: int
     ) -> list[bytes]:

@@ -27,12 +27,14 @@ from recorder.core.events import (
     Event,
     RecordingAudio,
     RecordingEnded,
+    RecordingMarker,
     RecordingStarted,
 )
 from recorder.runtime.archive import PARTIAL_SUFFIX, Archive, fsync_dir, new_recording_id
 from recorder.runtime.audit import AuditTrail
 from recorder.runtime.index import Index, RecordingRow
 from recorder.runtime.keystore import KeyStore
+from recorder.runtime.timefmt import rfc3339_ns
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,8 @@ class ArchiveWriter:
                 self._guard(rec, self._end, rec, event)
         elif isinstance(event, CallNotRecorded):
             self._not_recorded(event)
+        elif isinstance(event, RecordingMarker):
+            self._marker(event)
 
     def _guard(self, rec: OpenRecording, fn: object, *args: object) -> None:
         """A write error (disk full, I/O error) fails one recording, never the others."""
@@ -156,6 +160,9 @@ class ArchiveWriter:
                 size=0,
                 kid=self._master.kid,
                 created_ns=time.time_ns(),
+                purpose=event.purpose,
+                legal_basis=event.legal_basis,
+                retention_class=event.retention_class,
             )
         )
         self._audit.append(
@@ -164,6 +171,20 @@ class ArchiveWriter:
             kid=self._master.kid,
             header_sha256=hashlib.sha256(sealer.header.raw).hexdigest(),
             path=relative,
+            purpose=event.purpose,
+            retention_class=event.retention_class,
+            rule=event.rule,
+            notice=event.notice,
+        )
+
+    def _marker(self, event: RecordingMarker) -> None:
+        """Pauses, resumes and opt-outs: audited with the recording they belong to."""
+        rec = self._open.get(event.serial)
+        self._audit.append(
+            f"recording.{event.kind}",
+            recording_id=rec.recording_id if rec is not None else None,
+            at=rfc3339_ns(event.at_ns),
+            detail=event.detail,
         )
 
     def _append(self, rec: OpenRecording, data: bytes) -> None:
@@ -225,10 +246,3 @@ class ArchiveWriter:
         self._audit.append(
             "call.not_recorded", sync=False, outcome="ok", result=event.outcome, reason=event.reason
         )
-
-    def close_all(self) -> None:
-        """Only for a writer whose core could not close its calls: seal what is open."""
-        for serial in list(self._open):
-            rec = self._open.pop(serial)
-            if not rec.failed:
-                self._guard(rec, self._end, rec, RecordingEnded(serial, 0, "shutdown", ()))

@@ -12,8 +12,10 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 from recorder import __version__
 from recorder.errors import IntegrityError, RecorderError
@@ -98,7 +100,37 @@ def _parser() -> argparse.ArgumentParser:
     archive_arg(p)
     key_arg(p)
     actor_arg(p)
+
+    # Feature areas add their own subcommands (and handlers named cmd_<command>).
+    for module in _feature_modules():
+        module.register(sub, Common(archive_arg, key_arg, actor_arg))
     return parser
+
+
+@dataclass(frozen=True)
+class Common:
+    """The shared argument helpers, handed to each feature area's `register`."""
+
+    archive_arg: Callable[[argparse.ArgumentParser], None]
+    key_arg: Callable[[argparse.ArgumentParser], None]
+    actor_arg: Callable[[argparse.ArgumentParser], None]
+
+
+def _feature_modules() -> list[ModuleType]:
+    from recorder.compliance import commands as compliance_commands
+    from recorder.runtime import service_commands
+
+    return [service_commands, compliance_commands]
+
+
+def _handler(command: str) -> Callable[[argparse.Namespace, str], int]:
+    from recorder import commands
+
+    for module in [commands, *_feature_modules()]:
+        handler = getattr(module, "cmd_" + command.replace("-", "_"), None)
+        if handler is not None:
+            return handler  # type: ignore[no-any-return]
+    raise LookupError(f"no handler for {command}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,9 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    from recorder import commands
-
-    handler = getattr(commands, f"cmd_{args.command}")
+    handler = _handler(args.command)
     try:
         return int(handler(args, _actor(args)))
     except IntegrityError as exc:  # stored data failed a check: like a failed verify

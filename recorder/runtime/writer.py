@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from recorder.container.format import RecordingHeader
@@ -52,8 +53,19 @@ class OpenRecording:
     failed: bool = False
 
 
+def keep_everything(retention_class: str, end_ns: int) -> int | None:
+    """The default expiry rule: none (retention classes set it when configured)."""
+    return None
+
+
+def always_admit() -> str | None:
+    """The default admission check: always room (the service checks free disk space)."""
+    return None
+
+
 @dataclass
 class WriterStats:
+    refused: int = 0
     opened: int = 0
     closed: int = 0
     failed: int = 0
@@ -71,13 +83,23 @@ class ArchiveWriter:
         audit: AuditTrail,
         *,
         fsync_interval_s: float = 1.0,
+        expiry: Callable[[str, int], int | None] = keep_everything,
+        admission: Callable[[], str | None] = always_admit,
+        sensor_id: str | None = None,
     ) -> None:
+        """`expiry(retention_class, end_ns)` fixes a recording's expiry when it closes;
+        `admission()` returns a reason to refuse a new recording (e.g. disk nearly full)
+        or None to open it."""
         self._archive = archive
         self._master = master
         self._index = index
         self._keys = keys
         self._audit = audit
         self._fsync_interval = fsync_interval_s
+        self._expiry = expiry
+        self._admission = admission
+        self._sensor_id = sensor_id
+        self._classes: dict[int, str] = {}  # serial -> retention class of open recordings
         self._open: dict[int, OpenRecording] = {}
         self.stats = WriterStats()
 
@@ -94,8 +116,9 @@ class ArchiveWriter:
             self._start(event)
         elif isinstance(event, RecordingEnded):
             rec = self._open.pop(event.serial, None)
+            retention_class = self._classes.pop(event.serial, "default")
             if rec is not None and not rec.failed:
-                self._guard(rec, self._end, rec, event)
+                self._guard(rec, self._end, rec, event, retention_class)
         elif isinstance(event, CallNotRecorded):
             self._not_recorded(event)
         elif isinstance(event, RecordingMarker):
@@ -117,6 +140,22 @@ class ArchiveWriter:
             )
 
     def _start(self, event: RecordingStarted) -> None:
+        refusal = self._admission()
+        if refusal is not None:
+            self.stats.refused += 1
+            log.error("call not recorded: %s", refusal)
+            self._audit.append("recording.refused", outcome="failure", reason=refusal)
+            self._index.add_call(
+                call_id=event.call_id,
+                caller=event.caller,
+                callee=event.callee,
+                first_seen_ns=event.start_ns,
+                last_seen_ns=event.start_ns,
+                outcome="refused",
+                reason=refusal,
+                sensor_id=self._sensor_id,
+            )
+            return
         recording_id = new_recording_id(event.start_ns)
         relative = self._archive.relative_path(recording_id)
         final = self._archive.root / relative
@@ -141,6 +180,7 @@ class ArchiveWriter:
         fsync_dir(final.parent)
         rec.last_sync = time.monotonic()
         self._open[event.serial] = rec
+        self._classes[event.serial] = event.retention_class
         self.stats.opened += 1
         self._index.add_recording(
             RecordingRow(
@@ -163,6 +203,7 @@ class ArchiveWriter:
                 purpose=event.purpose,
                 legal_basis=event.legal_basis,
                 retention_class=event.retention_class,
+                sensor_id=self._sensor_id,
             )
         )
         self._audit.append(
@@ -202,7 +243,7 @@ class ArchiveWriter:
             os.fdatasync(rec.fd)
             rec.last_sync = now
 
-    def _end(self, rec: OpenRecording, event: RecordingEnded) -> None:
+    def _end(self, rec: OpenRecording, event: RecordingEnded, retention_class: str) -> None:
         self._append(rec, rec.sealer.finish())
         os.fsync(rec.fd)
         os.close(rec.fd)
@@ -220,6 +261,7 @@ class ArchiveWriter:
             sha256=digest,
             size=rec.size,
             reason=event.reason,
+            expires_ns=self._expiry(retention_class, event.end_ns),
         )
         self._audit.append(
             "recording.closed",

@@ -1,0 +1,11 @@
+"""Subcommands of the live service (`run`, `check-config`): registered into the CLI."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: Any, common: Any) -> None:
+    """Add this area's subcommands to the `recorder` parser (see cli.Common)."""
+    _ = (sub, common, argparse)

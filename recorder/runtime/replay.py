@@ -8,15 +8,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recorder.compliance.factory import build_policy
+from recorder.config import Config
 from recorder.container.masterkey import MasterKey
-from recorder.core.limits import CoreLimits
 from recorder.core.pipeline import RecorderCore
-from recorder.runtime.archive import Archive
-from recorder.runtime.audit import AuditTrail
-from recorder.runtime.index import Index
-from recorder.runtime.keystore import KeyStore
-from recorder.runtime.recovery import recover_partials
 from recorder.runtime.runner import LoopStats, drain, feed
+from recorder.runtime.session import ArchiveSession
 from recorder.runtime.sources import CaptureFile
 from recorder.runtime.writer import ArchiveWriter
 
@@ -41,38 +38,21 @@ class ReplaySummary:
     bytes_written: int = 0
 
 
-class ArchiveSession:
-    """The archive opened for writing: index, key store, audit trail, recovered partials."""
-
-    def __init__(self, root: Path, master: MasterKey, actor: str) -> None:
-        self.archive = Archive(root)
-        self.archive.create()
-        self.index = Index(self.archive.index_path)
-        self.keys = KeyStore(self.archive.keystore_path)
-        self.audit = AuditTrail(self.archive.audit_path, actor)
-        self.recovered = recover_partials(self.archive, {master.kid: master}, self)
-        self.writer = ArchiveWriter(self.archive, master, self.index, self.keys, self.audit)
-
-    def close(self) -> None:
-        self.audit.close()
-        self.keys.close()
-        self.index.close()
-
-
 def replay(
     paths: list[Path],
     root: Path,
     master: MasterKey,
     actor: str,
     *,
-    limits: CoreLimits | None = None,
+    config: Config | None = None,
     guard: bool = True,
 ) -> ReplaySummary:
-    session = ArchiveSession(root, master, actor)
+    config = config or Config()
+    session = ArchiveSession(root, master, actor, config)
     summary = ReplaySummary(recovered=session.recovered)
     try:
         session.audit.append("replay.started", files=[p.name for p in paths], kid=master.kid)
-        core = RecorderCore(limits)
+        core = RecorderCore(config.limits.core_limits(), policy=build_policy(config))
         loop = LoopStats()
         for path in sorted(paths, key=_first_ts):
             capture = CaptureFile(path)

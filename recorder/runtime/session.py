@@ -1,0 +1,45 @@
+"""The archive opened for recording: index, key store, audit trail, crash recovery and a
+writer wired to the config's retention and admission rules. Replay and the live service
+both record through one of these."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from recorder.compliance.factory import build_expiry
+from recorder.config import Config
+from recorder.container.masterkey import MasterKey
+from recorder.runtime.archive import Archive
+from recorder.runtime.audit import AuditTrail
+from recorder.runtime.diskguard import build_admission
+from recorder.runtime.index import Index
+from recorder.runtime.keystore import KeyStore
+from recorder.runtime.recovery import recover_partials
+from recorder.runtime.writer import ArchiveWriter
+
+
+class ArchiveSession:
+    def __init__(self, root: Path, master: MasterKey, actor: str, config: Config) -> None:
+        self.config = config
+        self.archive = Archive(root)
+        self.archive.create()
+        self.index = Index(self.archive.index_path)
+        self.keys = KeyStore(self.archive.keystore_path)
+        self.audit = AuditTrail(self.archive.audit_path, actor)
+        self.recovered = recover_partials(self.archive, {master.kid: master}, self)
+        self.writer = ArchiveWriter(
+            self.archive,
+            master,
+            self.index,
+            self.keys,
+            self.audit,
+            fsync_interval_s=config.archive.fsync_interval_s,
+            expiry=build_expiry(config),
+            admission=build_admission(config, self.archive, self.audit),
+            sensor_id=config.sensor_id,
+        )
+
+    def close(self) -> None:
+        self.audit.close()
+        self.keys.close()
+        self.index.close()

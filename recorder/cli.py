@@ -78,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     archive_arg(p)
     key_arg(p)
     actor_arg(p)
+    p.add_argument("--config", type=Path, help="YAML config (policy, retention, limits)")
     p.add_argument(
         "--dev-key",
         action="store_true",

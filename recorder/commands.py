@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from recorder.cli import print_json
+from recorder.config import load_config
 from recorder.runtime.archive import Archive
 from recorder.runtime.audit import AuditTrail
 from recorder.runtime.index import Index
@@ -32,7 +33,8 @@ def cmd_replay(args: argparse.Namespace, actor: str) -> int:
         write_key_file(args.key, key)
         print(f"generated a DEVELOPMENT master key {args.key} (kid {key.kid})", file=sys.stderr)
     master = load_key_file(args.key)
-    summary = replay(list(args.captures), args.archive, master, actor)
+    config = load_config(args.config)
+    summary = replay(list(args.captures), args.archive, master, actor, config=config)
     _print_summary(summary, args.archive)
     return 0
 

@@ -22,18 +22,29 @@ from recorder.errors import ConfigError
 
 @dataclass(frozen=True)
 class CaptureSettings:
-    interface: str = "any"
-    filter: str = "udp or tcp"  # BPF
+    interface: str = "any"  # a network interface, or "any" (Linux cooked capture)
+    filter: str = "udp or tcp"  # BPF, compiled by libpcap
     snaplen: int = 65535
     promiscuous: bool = True
-    buffer_bytes: int = 64 * 1024 * 1024  # kernel capture buffer, where the library allows
-    timeout_ms: int = 100  # read timeout: also the tick that drives timers when idle
-    workers: int = 1  # capture processes, fed by a flow hash (one call, one process)
+    buffer_bytes: int = 64 * 1024 * 1024  # kernel capture ring (pcap_set_buffer_size)
+    timeout_ms: int = 100  # block timeout: packets wait at most this long in the ring
+    workers: int = 1  # capture processes (only 1 is implemented)
 
     def check(self, path: str) -> None:
+        require(bool(self.interface), f"{path}.interface", "must name an interface or 'any'")
+        require(
+            self.interface.isprintable() and "/" not in self.interface and len(self.interface) < 64,
+            f"{path}.interface",
+            "is not an interface name",
+        )
         require(0 < self.snaplen <= 262144, f"{path}.snaplen", "must be between 1 and 262144")
-        require(self.timeout_ms > 0, f"{path}.timeout_ms", "must be positive")
-        require(1 <= self.workers <= 64, f"{path}.workers", "must be between 1 and 64")
+        require(
+            1 << 20 <= self.buffer_bytes <= 1 << 31,
+            f"{path}.buffer_bytes",
+            "must be between 1 MiB (1048576) and 2 GiB",
+        )
+        require(0 < self.timeout_ms <= 1000, f"{path}.timeout_ms", "must be between 1 and 1000")
+        require(self.workers == 1, f"{path}.workers", "must be 1 (one capture process)")
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,7 @@ class ArchiveSettings:
 
     def check(self, path: str) -> None:
         require(bool(self.path), f"{path}.path", "must name a folder")
+        require(self.min_free_bytes >= 0, f"{path}.min_free_bytes", "must not be negative")
         require(self.fsync_interval_s > 0, f"{path}.fsync_interval_s", "must be positive")
         if self.backend == "s3":
             require(bool(self.s3.bucket), f"{path}.s3.bucket", "must be set for the s3 backend")
@@ -76,6 +88,14 @@ class IndexSettings:
 class KeySettings:
     file: str = "master.key"  # mode 0600, readable only by the service user
     credential: str = ""  # systemd LoadCredential= name; wins over `file` when present
+
+    def check(self, path: str) -> None:
+        require(bool(self.file or self.credential), f"{path}.file", "must name a key file")
+        require(
+            "/" not in self.credential and self.credential not in (".", ".."),
+            f"{path}.credential",
+            "must be a credential name, not a path",
+        )
 
 
 @dataclass(frozen=True)
@@ -113,7 +133,7 @@ class MetricsSettings:
 
 @dataclass(frozen=True)
 class LogSettings:
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"  # DEBUG adds numbers and URIs
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,302 @@
+"""`recorder run`: the live service. Live frames go through the same loop (`runner.feed`),
+core and `ArchiveSession` as `recorder replay`; only the source and the clock differ.
+
+Lifecycle:
+  start    open the archive (recovering recordings a crash left open), the capture, the
+           metrics endpoint; audit `service.started`; tell systemd READY=1.
+  running  every tick (<= 100 ms): timers at wall-clock time when the ring is empty, the
+           disk guard, WATCHDOG=1 to systemd, a pending reload, a pending stop.
+  SIGHUP   reload the config file: apply what is safe (servicecfg.RELOADABLE), audit
+           `config.reloaded` with what changed and what needs a restart.
+  SIGTERM  (or SIGINT) stop capturing, close every open call as a complete recording
+           (reason "shutdown"), audit `service.stopped`, exit 0.
+  capture  failure (interface gone): the same orderly close, exit 1 (systemd restarts us).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any, cast
+
+from recorder import __version__
+from recorder.compliance.factory import build_policy
+from recorder.config import CaptureSettings, Config
+from recorder.container.masterkey import MasterKey
+from recorder.core.events import CallNotRecorded, Event, RecordingEnded, RecordingStarted
+from recorder.core.pipeline import RecorderCore
+from recorder.errors import RecorderError
+from recorder.runtime import libpcap, logsetup
+from recorder.runtime.audit import Value
+from recorder.runtime.diskguard import guard_for
+from recorder.runtime.libpcap import CaptureError
+from recorder.runtime.live import LiveCapture
+from recorder.runtime.metrics import MetricsServer, Sources, count_audit, make_registry
+from recorder.runtime.runner import LoopStats, drain, feed
+from recorder.runtime.sdnotify import Notifier
+from recorder.runtime.servicecfg import load_service_config, plan_reload
+from recorder.runtime.session import ArchiveSession
+from recorder.runtime.writer import ArchiveWriter
+
+log = logging.getLogger("recorder.service")
+
+TICK_S = 0.1
+
+
+class EventLog:
+    """Stands in for the writer in the loop: hands each event on, then logs the ones an
+    operator wants to see, one line each (numbers and Call-IDs only at DEBUG)."""
+
+    def __init__(self, writer: ArchiveWriter) -> None:
+        self._writer = writer
+        self._starts: dict[int, int] = {}
+
+    def handle(self, event: Event) -> None:
+        refused = self._writer.stats.refused
+        self._writer.handle(event)
+        if isinstance(event, RecordingStarted):
+            if self._writer.stats.refused == refused:
+                self._starts[event.serial] = event.start_ns
+                log.debug("recording call %s: %s -> %s", event.call_id, event.caller, event.callee)
+        elif isinstance(event, RecordingEnded):
+            start = self._starts.pop(event.serial, None)
+            if start is not None:
+                log.info(
+                    "call recorded: %.1f s, %s, ended by %s",
+                    (event.end_ns - start) / 1e9,
+                    ",".join(event.codecs) or "no codec",
+                    event.reason,
+                )
+        elif isinstance(event, CallNotRecorded):
+            log.info("call not recorded: %s (%s)", event.outcome, event.reason)
+            log.debug("not recorded call %s: %s -> %s", event.call_id, event.caller, event.callee)
+
+
+class Service:
+    def __init__(
+        self,
+        config: Config,
+        master: MasterKey,
+        actor: str,
+        *,
+        config_path: Path | None = None,
+        overrides: dict[str, Any] | None = None,
+        capture_factory: Callable[[CaptureSettings], LiveCapture] = LiveCapture,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config = config
+        self.master = master
+        self.actor = actor
+        self.config_path = config_path
+        self.overrides = overrides or {}
+        self.capture_factory = capture_factory
+        self.notifier = notifier or Notifier.from_environment()
+        self.sources = Sources()
+        self.metrics: MetricsServer | None = None
+        self._stop_reason = ""
+        self._reload = False
+        self._capture: LiveCapture | None = None
+
+    # -- signals (handlers only set flags; the loop acts at its next tick) --------------
+
+    def _on_stop(self, signum: int, _frame: FrameType | None) -> None:
+        self._stop_reason = signal.Signals(signum).name
+        if self._capture is not None:
+            self._capture.stop()
+
+    def _on_hup(self, _signum: int, _frame: FrameType | None) -> None:
+        self._reload = True
+
+    # -- run ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Capture until SIGTERM; 0 after an orderly stop, 1 when the capture failed."""
+        cfg = self.config
+        logsetup.configure(cfg.log.level)
+        session = ArchiveSession(Path(cfg.archive.path), self.master, self.actor, cfg)
+        try:
+            return self._run(session)
+        finally:
+            session.close()
+            if self.metrics is not None:
+                self.metrics.close()
+            self.notifier.close()
+
+    def _run(self, session: ArchiveSession) -> int:
+        cfg = self.config
+        src = self.sources
+        src.audit = count_audit(session.audit)
+        src.recovered = session.recovered
+        src.writer = session.writer
+        src.guard = self.guard = guard_for(session.archive)
+        src.libpcap = libpcap.version()
+        self.core = core = RecorderCore(cfg.limits.core_limits(), policy=build_policy(cfg))
+        src.core = core
+        src.loop = loop = LoopStats()
+        capture = self._capture = self.capture_factory(cfg.capture)
+        src.capture = capture.state
+        self.session = session
+        try:
+            self._start_metrics(cfg)
+            if capture.warning:
+                log.warning("capture on %s: %s", cfg.capture.interface, capture.warning)
+            session.audit.append(
+                "service.started",
+                version=__version__,
+                interface=cfg.capture.interface,
+                linktype=capture.linktype,
+                filter=cfg.capture.filter,
+                kid=self.master.kid,
+                recovered=session.recovered,
+            )
+            log.info(
+                "recording calls on %s (link type %d, filter %r) into %s",
+                cfg.capture.interface,
+                capture.linktype,
+                cfg.capture.filter,
+                cfg.archive.path,
+            )
+            previous = self._install_signals()
+            self.notifier.notify("READY=1", f"STATUS=capturing on {cfg.capture.interface}")
+            failure: CaptureError | None = None
+            try:
+                # EventLog has the one method feed() uses from ArchiveWriter: handle().
+                feed(
+                    capture.frames(self._tick, TICK_S),
+                    core,
+                    cast(ArchiveWriter, EventLog(session.writer)),
+                    loop,
+                )
+            except CaptureError as exc:
+                failure = exc
+                log.error("%s; closing open calls and stopping", exc)
+            finally:
+                self._restore_signals(previous)
+            return self._shutdown(session, core, capture, failure)
+        finally:
+            capture.close()
+
+    def _tick(self, idle: bool) -> None:
+        if idle:
+            # The ring is empty: every packet captured so far is processed, except those
+            # the kernel still holds in an unfinished block (at most timeout_ms old).
+            now = time.time_ns() - self.config.capture.timeout_ms * 1_000_000
+            self.core.handle_timer(now)
+            drain(self.core, self.session.writer)
+        if self.guard is not None:
+            self.guard.check()
+        if self.notifier.watchdog_due():
+            self.notifier.notify("WATCHDOG=1")
+        if self._reload:
+            self._reload = False
+            self.reload()
+        if self._stop_reason and self._capture is not None:
+            self._capture.stop()
+
+    def _shutdown(
+        self,
+        session: ArchiveSession,
+        core: RecorderCore,
+        capture: LiveCapture,
+        failure: CaptureError | None,
+    ) -> int:
+        self.notifier.notify("STOPPING=1", "STATUS=closing open calls")
+        open_before = session.writer.open_count
+        core.close(time.time_ns(), reason="shutdown")
+        drain(core, session.writer)
+        kernel = capture.state.kernel
+        reason = "capture failed" if failure is not None else self._stop_reason or "stopped"
+        session.audit.append(
+            "service.stopped",
+            outcome="failure" if failure is not None else "ok",
+            reason=reason if failure is None else f"{reason}: {failure}",
+            frames=self.sources.loop.frames if self.sources.loop else 0,
+            recordings_closed=open_before,
+            recorded=session.writer.stats.closed,
+            kernel_dropped=kernel.dropped,
+        )
+        log.info(
+            "stopped (%s): %d recordings closed at shutdown, %d recorded in all",
+            reason,
+            open_before,
+            session.writer.stats.closed,
+        )
+        return 1 if failure is not None else 0
+
+    # -- reload ------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Re-read the config file (SIGHUP); apply the safe changes, audit the rest."""
+        audit = self.session.audit
+        if self.config_path is None:
+            log.warning("SIGHUP: no config file to reload (started without --config)")
+            return
+        try:
+            new = load_service_config(self.config_path, self.overrides)
+        except RecorderError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            audit.append("config.reload_failed", outcome="failure", reason=str(exc))
+            return
+        plan = plan_reload(self.config, new)
+        changed: list[Value] = [*sorted([*plan.applied, *plan.needs_restart])]
+        applied: dict[str, Value] = dict(plan.applied)
+        restart: list[Value] = list(plan.needs_restart)
+        self.config = plan.config
+        if "log.level" in plan.applied:
+            logsetup.set_level(plan.config.log.level)
+        if self.guard is not None:
+            self.guard.min_free_bytes = plan.config.archive.min_free_bytes
+        if {"metrics.enabled", "metrics.address"} & plan.applied.keys():
+            self._restart_metrics(plan.config)
+        self.sources.reloads += 1
+        audit.append(
+            "config.reloaded",
+            path=str(self.config_path),
+            changed=changed,
+            applied=applied,
+            needs_restart=restart,
+        )
+        if plan.needs_restart:
+            log.warning(
+                "config reloaded; needs a restart to apply: %s", ", ".join(plan.needs_restart)
+            )
+        else:
+            log.info("config reloaded: %s", ", ".join(plan.applied) or "no change")
+
+    # -- metrics -----------------------------------------------------------------------
+
+    def _start_metrics(self, cfg: Config) -> None:
+        if not cfg.metrics.enabled:
+            return
+        try:
+            self.metrics = MetricsServer(cfg.metrics.address, make_registry(self.sources))
+        except OSError as exc:
+            raise RecorderError(
+                f"metrics.address {cfg.metrics.address}: {exc.strerror or exc}"
+            ) from None
+
+    def _restart_metrics(self, cfg: Config) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+        try:
+            self._start_metrics(cfg)
+        except RecorderError as exc:
+            log.error("%s; metrics stay off until the next reload", exc)
+
+    def _install_signals(self) -> dict[int, Any]:
+        handlers = {
+            signal.SIGTERM: self._on_stop,
+            signal.SIGINT: self._on_stop,
+            signal.SIGHUP: self._on_hup,
+        }
+        return {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+
+    @staticmethod
+    def _restore_signals(previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -79,6 +79,7 @@ class CallTable:
         idle_ns = int(self._limits.idle_timeout_s * NS_PER_S)
         setup_ns = int(self._limits.setup_timeout_s * NS_PER_S)
         for call in self:
+            self._media.process(call)
             last = max(call.last_activity_ns, call.last_rtp_ns)
             if call.end_at_ns is not None and now_ns >= call.end_at_ns:
                 self.end(call, now_ns, call.end_reason)
@@ -92,6 +93,7 @@ class CallTable:
 
     def end(self, call: Call, now_ns: int, reason: str) -> None:
         """Close a call: its recording, or an entry saying why it has none."""
+        self._media.process(call)  # what is still queued belongs to the recording
         del self.calls[call.call_id]
         for key in call.endpoints:
             if self.endpoints.get(key, (None, 0))[0] is call:
@@ -111,6 +113,7 @@ class CallTable:
         """Close the call's recording (the call itself may go on, unrecorded)."""
         timeline = call.timeline
         if timeline is not None:
+            self._media.process(call)
             call.timeline = None
             tail = timeline.finish()
             if tail:

@@ -48,7 +48,12 @@ class Call:
     end_reason: str = ""
     decision: Decision = field(default_factory=lambda: Decision(record=True))
     stopped: bool = False  # recording stopped mid-call (opt-out): the rest is not recorded
-    paused_since_ns: int | None = None  # PCI DSS pause: nothing placed while set
+    paused_since_ns: int | None = None  # PCI DSS pause: nothing placed from then on
+    pause_windows: list[tuple[int, int]] = field(default_factory=list)  # ended pauses
+    # RTP queued by the hot path, per sending side: (capture time, bytes), placed at flush.
+    pending: tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]] = field(
+        default_factory=lambda: ([], [])
+    )
     last_event_ts: tuple[int, int] | None = None  # (side, RTP ts) of the last DTMF event seen
 
     def sender_of_request(self, from_tag: str | None) -> int:
@@ -62,6 +67,15 @@ class Call:
         """The receiving side's SDP numbers the payload types it accepts (RFC 3264 §5.1);
         fall back to the other side's map, then to the static table."""
         return self.pt_maps[receiver].get(pt) or self.pt_maps[1 - receiver].get(pt)
+
+    def event_payload_types(self, receiver: int) -> set[int]:
+        """Payload types that carry RFC 4733 telephone-events towards `receiver`."""
+        return {
+            pt
+            for pt_map in (self.pt_maps[receiver], self.pt_maps[1 - receiver])
+            for pt, (encoding, _clock) in pt_map.items()
+            if encoding == "TELEPHONE-EVENT"
+        }
 
     def schedule_end(self, at_ns: int, reason: str) -> None:
         self.end_at_ns = at_ns

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 # Link-layer types (the pcap LINKTYPE_* numbers) the core understands.
 LINKTYPE_NULL = 0
@@ -18,9 +19,9 @@ PROTO_TCP = 6
 PROTO_UDP = 17
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One captured frame: the capture time in integer nanoseconds, its link type and bytes."""
+class Frame(NamedTuple):
+    """One captured frame: the capture time in integer nanoseconds, its link type and bytes.
+    (A NamedTuple: one is made per packet, and it is twice as cheap as a frozen dataclass.)"""
 
     ts_ns: int
     linktype: int

@@ -19,7 +19,7 @@ from recorder.core.call_table import CallTable, endpoint_key
 from recorder.core.events import Event, RecordingMarker
 from recorder.core.limits import CoreLimits
 from recorder.core.media.timeline import NS_PER_S
-from recorder.core.media_path import MediaPath
+from recorder.core.media_path import MAX_PENDING, MediaPath
 from recorder.core.model import LINKTYPE_ETHERNET, PROTO_TCP, PROTO_UDP, Datagram, Frame
 from recorder.core.net.decoder import NetDecoder
 from recorder.core.policy import DtmfListener, RecordEverything, RecordingPolicy
@@ -52,62 +52,61 @@ class RecorderCore:
         )
         self._media.dtmf_listener = dtmf_listener
         self._sweep_ns = int(self.limits.sweep_interval_s * NS_PER_S)
-        self._next_sweep_ns: int | None = None
+        self._next_sweep_ns = 0  # the first frame runs the timers once
         self.now_ns = 0  # newest capture time seen: timers never run backwards
 
     # -- input -------------------------------------------------------------------------
 
     def receive_frame(self, frame: Frame) -> None:
+        now, linktype, data = frame
         self.stats.frames += 1
-        now = frame.ts_ns
         if now > self.now_ns:
             self.now_ns = now
-        if self._next_sweep_ns is None:
-            self._next_sweep_ns = now + self._sweep_ns
-        elif now >= self._next_sweep_ns:
-            self.handle_timer(now)
-        data = frame.data
-        if frame.linktype == LINKTYPE_ETHERNET and self._fast_rtp(data, now):
-            return
+            if now >= self._next_sweep_ns:
+                self.handle_timer(now)
+        # The fast path, inline because it runs for nearly every packet: Ethernet, IPv4
+        # without options, unfragmented UDP, to or from a known media endpoint.
+        if (
+            linktype == LINKTYPE_ETHERNET
+            and data[12:14] == _IPV4_ETHERTYPE
+            and data[14] == 0x45
+            and data[23] == PROTO_UDP
+            and not (data[20] & 0x3F or data[21])
+            and len(data) >= 42
+        ):
+            endpoints = self.calls.endpoints
+            hit = endpoints.get(data[30:34] + data[36:38])  # destination: the receiving side
+            if hit is not None:
+                sender = 1 - hit[1]
+            else:
+                hit = endpoints.get(data[26:30] + data[34:36])  # source: the sender (NAT)
+                sender = hit[1] if hit is not None else 0
+            end = 34 + (data[38] << 8 | data[39])
+            if hit is not None and 42 <= end <= len(data):
+                call = hit[0]
+                queue = call.pending[sender]
+                queue.append((now, data[42:end]))
+                if now >= call.next_flush_ns or len(queue) >= MAX_PENDING:
+                    self._media.flush(call, now)
+                return
         try:
-            datagram = self._net.decode(frame.linktype, data, now)
+            datagram = self._net.decode(linktype, data, now)
         except DecodeError as exc:
             self.stats.drop(exc.layer, exc.reason)
             return
         if datagram is not None:
             self._datagram(datagram, now)
 
-    def _fast_rtp(self, data: bytes, now: int) -> bool:
-        """Ethernet/IPv4 (no options)/UDP (unfragmented) to or from a known media endpoint."""
-        if data[12:14] != _IPV4_ETHERTYPE or len(data) < 42:
-            return False
-        if data[14] != 0x45 or data[23] != PROTO_UDP or data[20] & 0x3F or data[21]:
-            return False
-        endpoints = self.calls.endpoints
-        hit = endpoints.get(data[30:34] + data[36:38])  # destination: the receiving side
-        if hit is not None:
-            sender = 1 - hit[1]
-        else:
-            hit = endpoints.get(data[26:30] + data[34:36])  # source: the sending side (NAT)
-            if hit is None:
-                return False
-            sender = hit[1]
-        udp_len = int.from_bytes(data[38:40], "big")
-        if udp_len < 8 or 34 + udp_len > len(data):
-            return False  # let the general path count what is wrong
-        self._media.receive(hit[0], sender, now, data[42 : 34 + udp_len])
-        return True
-
     def _datagram(self, dg: Datagram, now: int) -> None:
         if dg.proto == PROTO_UDP:
             endpoints = self.calls.endpoints
             hit = endpoints.get(endpoint_key(dg.dst_ip, dg.dport))
             if hit is not None:
-                self._media.receive(hit[0], 1 - hit[1], now, dg.payload)
+                self._media.enqueue(hit[0], 1 - hit[1], now, dg.payload)
                 return
             hit = endpoints.get(endpoint_key(dg.src_ip, dg.sport))
             if hit is not None:
-                self._media.receive(hit[0], hit[1], now, dg.payload)
+                self._media.enqueue(hit[0], hit[1], now, dg.payload)
                 return
             if looks_like_sip(dg.payload):
                 self._sip(dg.payload, now, dg.src_ip, dg.dst_ip)
@@ -138,7 +137,7 @@ class RecorderCore:
 
     # -- time --------------------------------------------------------------------------
 
-    def get_timer(self) -> int | None:
+    def get_timer(self) -> int:
         """Capture time at which `handle_timer` should next run."""
         return self._next_sweep_ns
 
@@ -174,6 +173,7 @@ class RecorderCore:
         call = self.calls.by_serial(serial)
         if call is None or call.paused_since_ns is not None:
             return False
+        self._media.process(call)  # what arrived before the pause is placed as it was
         call.paused_since_ns = now_ns
         self._events.append(RecordingMarker(serial, "paused", now_ns, reason))
         return True
@@ -182,6 +182,8 @@ class RecorderCore:
         call = self.calls.by_serial(serial)
         if call is None or call.paused_since_ns is None:
             return False
+        self._media.process(call)  # what arrived during the pause is dropped now
+        call.pause_windows.append((call.paused_since_ns, now_ns))
         call.paused_since_ns = None
         self._events.append(RecordingMarker(serial, "resumed", now_ns, reason))
         return True
@@ -191,6 +193,7 @@ class RecorderCore:
         call = self.calls.by_serial(serial)
         if call is None or call.stopped:
             return False
+        self._media.process(call)
         call.stopped = True
         self._events.append(RecordingMarker(serial, "stopped", now_ns, reason))
         self.calls.end_recording(call, now_ns, reason)

@@ -40,6 +40,7 @@ class ArchiveSession:
         )
 
     def close(self) -> None:
+        self.writer.close()
         self.audit.close()
         self.keys.close()
         self.index.close()

@@ -33,6 +33,7 @@ from recorder.core.events import (
 )
 from recorder.runtime.archive import PARTIAL_SUFFIX, Archive, fsync_dir, new_recording_id
 from recorder.runtime.audit import AuditTrail
+from recorder.runtime.durability import GroupSync
 from recorder.runtime.index import Index, RecordingRow
 from recorder.runtime.keystore import KeyStore
 from recorder.runtime.timefmt import rfc3339_ns
@@ -49,7 +50,6 @@ class OpenRecording:
     sealer: RecordingWriter
     sha256: hashlib._Hash = field(default_factory=hashlib.sha256)
     size: int = 0
-    last_sync: float = 0.0
     failed: bool = False
 
 
@@ -100,6 +100,8 @@ class ArchiveWriter:
         self._admission = admission
         self._sensor_id = sensor_id
         self._classes: dict[int, str] = {}  # serial -> retention class of open recordings
+        self._group = GroupSync(archive.recordings_dir)
+        self._last_sync = time.monotonic()
         self._open: dict[int, OpenRecording] = {}
         self.stats = WriterStats()
 
@@ -178,7 +180,6 @@ class ArchiveWriter:
         self._append(rec, sealer.begin())
         os.fsync(fd)
         fsync_dir(final.parent)
-        rec.last_sync = time.monotonic()
         self._open[event.serial] = rec
         self._classes[event.serial] = event.retention_class
         self.stats.opened += 1
@@ -239,9 +240,9 @@ class ArchiveWriter:
         rec.size += len(data)
         self.stats.bytes_written += len(data)
         now = time.monotonic()
-        if now - rec.last_sync >= self._fsync_interval:
-            os.fdatasync(rec.fd)
-            rec.last_sync = now
+        if now - self._last_sync >= self._fsync_interval:
+            self._last_sync = now
+            self._group.sync(r.fd for r in self._open.values() if not r.failed)
 
     def _end(self, rec: OpenRecording, event: RecordingEnded, retention_class: str) -> None:
         self._append(rec, rec.sealer.finish())
@@ -288,3 +289,7 @@ class ArchiveWriter:
         self._audit.append(
             "call.not_recorded", sync=False, outcome="ok", result=event.outcome, reason=event.reason
         )
+
+    def close(self) -> None:
+        """Release the writer (recordings still open stay `.partial` for recovery)."""
+        self._group.close()

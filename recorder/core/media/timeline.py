@@ -18,8 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from recorder.core.media.codecs import CodecInfo, Samples
+
+Positions = NDArray[np.int64]  # grid sample of each packet's first sample
+Block = NDArray[np.int16]  # one row of samples per packet
 
 NS_PER_S = 1_000_000_000
 _DUP_WINDOW = 1024  # sequence numbers remembered per side to recognise duplicates
@@ -58,7 +62,7 @@ class SideTimeline:
         self.first_ext = 0  # extended RTP timestamp of the anchor packet
         self.last_ts = 0
         self.last_ext = 0
-        self.buffer = bytearray()  # s16le samples from the call's cursor onwards
+        self.buffer = np.zeros(0, dtype=np.int16)  # samples from the call's cursor onwards
         self.end = 0  # grid sample just after the last placed audio
         self._seen_new: set[int] = set()
         self._seen_old: set[int] = set()
@@ -139,6 +143,35 @@ class CallTimeline:
             return grid_now
         return pos
 
+    def positions(
+        self, side_no: int, times: Positions, ssrc: int, ts32: Positions, clock: int
+    ) -> Positions:
+        """Grid positions of a run of packets of one SSRC, in arrival order: the batched
+        equal of `_position` packet by packet (re-anchoring where the RTP clock strays)."""
+        side = self.sides[side_no]
+        grid = ((times - self.origin_ns) * self.sample_rate + NS_PER_S // 2) // NS_PER_S
+        if ssrc != side.ssrc:
+            side.reanchor(ssrc, int(ts32[0]), int(grid[0]))
+        out = np.empty(len(ts32), dtype=np.int64)
+        start = 0
+        while start < len(ts32):
+            deltas = np.diff(ts32[start:], prepend=side.last_ts) & 0xFFFFFFFF
+            deltas[deltas >= 0x80000000] -= 0x100000000
+            ext = side.last_ext + np.cumsum(deltas)
+            pos = side.anchor + (ext - side.first_ext) * self.sample_rate // clock
+            stray = np.flatnonzero(np.abs(pos - grid[start:]) > self.max_drift)
+            if not len(stray):
+                out[start:] = pos
+                side.last_ts, side.last_ext = int(ts32[-1]), int(ext[-1])
+                break
+            k = int(stray[0])
+            out[start : start + k] = pos[:k]
+            at = start + k  # a timestamp jump: trust the capture clock from here
+            side.reanchor(ssrc, int(ts32[at]), int(grid[at]))
+            out[at] = grid[at]
+            start = at + 1
+        return out
+
     def track(self, side_no: int, now_ns: int, ssrc: int, seq: int, ts: int, clock: int) -> None:
         """Follow a packet that carries no audio (DTMF, comfort noise): its time stays silent."""
         side = self.sides[side_no]
@@ -164,23 +197,33 @@ class CallTimeline:
         pos = self._position(side, now_ns, ssrc, ts, codec.rtp_clock)
         samples = side.decoder(codec)(payload)
         if codec.sample_rate != self.sample_rate:
-            samples = _resample(samples, codec.sample_rate, self.sample_rate)
+            samples = resample(samples, codec.sample_rate, self.sample_rate)
             side.stats.resampled += 1
-        offset = pos - self.cursor
-        if offset < 0:  # (partly) older than what was already emitted
-            if -offset >= len(samples):
-                side.stats.late += 1
+        self.write(side, np.array([pos], dtype=np.int64), samples.reshape(1, -1))
+
+    def write(self, side: SideTimeline, positions: Positions, samples: Block) -> None:
+        """Write packets' samples (one row per packet) at their grid positions; what falls
+        before the cursor (already emitted) is dropped and counted late."""
+        width = samples.shape[1]
+        offsets = positions - self.cursor
+        late = offsets + width <= 0
+        if late.any():
+            side.stats.late += int(late.sum())
+            keep = ~late
+            offsets, samples = offsets[keep], samples[keep]
+            if not len(offsets):
                 return
-            samples = samples[-offset:]
-            offset = 0
-        pcm = samples.astype("<i2", copy=False).tobytes()
-        start = 2 * offset
-        stop = start + len(pcm)
-        buf = side.buffer
-        if len(buf) < stop:
-            buf.extend(bytes(stop - len(buf)))
-        buf[start:stop] = pcm
-        side.end = max(side.end, self.cursor + stop // 2)
+        index = offsets[:, None] + np.arange(width)
+        if offsets.min() < 0:  # partly late: only the samples still ahead of the cursor
+            inside = index >= 0
+            index, samples = index[inside], samples[inside]
+        stop = int(index.max()) + 1
+        if len(side.buffer) < stop:
+            grown = np.zeros(max(stop, 2 * len(side.buffer)), dtype=np.int16)
+            grown[: len(side.buffer)] = side.buffer
+            side.buffer = grown
+        side.buffer[index] = samples
+        side.end = max(side.end, self.cursor + stop)
 
     def due_sample(self, now_ns: int) -> int:
         """How far audio can be emitted at capture time `now_ns` (held back by the jitter
@@ -192,12 +235,11 @@ class CallTimeline:
         count = target - self.cursor
         if count <= 0:
             return b""
-        out = np.zeros(2 * count, dtype="<i2")
+        out = np.zeros((count, 2), dtype="<i2")
         for channel, side in enumerate(self.sides):
-            chunk = side.buffer[: 2 * count]
-            del side.buffer[: 2 * count]
-            if chunk:
-                out[channel : channel + len(chunk) : 2] = np.frombuffer(chunk, dtype="<i2")
+            chunk = side.buffer[:count]
+            out[: len(chunk), channel] = chunk
+            side.buffer = side.buffer[count:]
         self.cursor = target
         return out.tobytes()
 
@@ -209,13 +251,15 @@ class CallTimeline:
         return self.flush_until(self.end_sample())
 
 
-def _resample(samples: Samples, src_rate: int, dst_rate: int) -> Samples:
-    """Integer-ratio rate change for calls that mix 8 kHz and 16 kHz codecs."""
+def resample(samples: Block, src_rate: int, dst_rate: int) -> Block:
+    """Integer-ratio rate change (along the last axis) for calls that mix 8 kHz and 16 kHz
+    codecs: each sample repeated, or each pair averaged."""
     if src_rate * 2 == dst_rate:
-        up: Samples = np.repeat(samples, 2)
+        up: Block = np.repeat(samples, 2, axis=-1)
         return up
     if src_rate == dst_rate * 2:
-        pairs = samples[: len(samples) // 2 * 2].astype(np.int32).reshape(-1, 2)
-        down: Samples = (pairs.sum(axis=1) // 2).astype(np.int16)
+        even = samples.shape[-1] // 2 * 2
+        pairs = samples[..., :even].astype(np.int32).reshape(*samples.shape[:-1], -1, 2)
+        down: Block = (pairs.sum(axis=-1) // 2).astype(np.int16)
         return down
     raise ValueError(f"no resampler from {src_rate} Hz to {dst_rate} Hz")

@@ -87,7 +87,7 @@ class IndexSettings:
 @dataclass(frozen=True)
 class KeySettings:
     file: str = "master.key"  # mode 0600, readable only by the service user
-    credential: str = ""  # systemd LoadCredential= name; wins over `file` when present
+    credential: str = "master-key"  # systemd LoadCredential= name; wins over `file` if present
 
     def check(self, path: str) -> None:
         require(bool(self.file or self.credential), f"{path}.file", "must name a key file")

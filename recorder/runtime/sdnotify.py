@@ -50,7 +50,11 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                self._sock.setblocking(False)  # a stalled reader must never stall the capture
             self._sock.sendto("\n".join(lines).encode(), target)
+        except BlockingIOError:
+            log.debug("systemd's notify socket is full; %s not sent", lines[0])
+            return False
         except OSError as exc:
             log.warning("cannot notify systemd at %s: %s", self._address, exc.strerror or exc)
             self._address = None  # systemd is gone or never was: stop trying

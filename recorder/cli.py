@@ -91,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--calls", action="store_true", help="list calls seen but not recorded")
 
     p = sub.add_parser("export", help="decrypt one recording to a 16-bit PCM WAV")
-    p.add_argument("recording_id")
+    p.add_argument("recording_id", nargs="?")
+    p.add_argument("--subject", metavar="NUMBER", help="every recording of NUMBER, to folder -o")
     p.add_argument("-o", "--output", type=Path, required=True)
     archive_arg(p)
     key_arg(p)

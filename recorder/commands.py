@@ -7,10 +7,11 @@ import sys
 
 from recorder.cli import print_json
 from recorder.config import load_config
+from recorder.errors import RecorderError
 from recorder.runtime.archive import Archive
 from recorder.runtime.audit import AuditTrail
 from recorder.runtime.index import Index
-from recorder.runtime.keyfile import generate_master_key, load_key_file, write_key_file
+from recorder.runtime.keyfile import generate_master_key, load_key_ring, write_key_file
 from recorder.runtime.replay import ReplaySummary, replay
 
 
@@ -32,7 +33,7 @@ def cmd_replay(args: argparse.Namespace, actor: str) -> int:
         key = generate_master_key()
         write_key_file(args.key, key)
         print(f"generated a DEVELOPMENT master key {args.key} (kid {key.kid})", file=sys.stderr)
-    master = load_key_file(args.key)
+    master = load_key_ring(args.key).current  # a key file, or a key directory's current key
     config = load_config(args.config)
     summary = replay(list(args.captures), args.archive, master, actor, config=config)
     _print_summary(summary, args.archive)
@@ -95,10 +96,14 @@ def cmd_list(args: argparse.Namespace, actor: str) -> int:
 def cmd_export(args: argparse.Namespace, actor: str) -> int:
     from recorder.runtime.export import export_wav
 
-    master = load_key_file(args.key)
-    info = export_wav(
-        Archive(args.archive), {master.kid: master}, args.recording_id, args.output, actor
-    )
+    if args.subject is not None:
+        from recorder.compliance.commands import export_subject_command
+
+        return export_subject_command(args, actor)
+    if args.recording_id is None:
+        raise RecorderError("name a recording id or --subject NUMBER")
+    masters = load_key_ring(args.key).keys
+    info = export_wav(Archive(args.archive), masters, args.recording_id, args.output, actor)
     print(f"wrote {args.output}: {info}")
     return 0
 
@@ -106,8 +111,8 @@ def cmd_export(args: argparse.Namespace, actor: str) -> int:
 def cmd_verify(args: argparse.Namespace, actor: str) -> int:
     from recorder.runtime.verify import verify_archive
 
-    master = load_key_file(args.key)
-    report = verify_archive(Archive(args.archive), {master.kid: master}, actor)
+    masters = load_key_ring(args.key).keys
+    report = verify_archive(Archive(args.archive), masters, actor)
     for line in report.failures:
         print(f"FAIL {line}")
     for line in report.notes:

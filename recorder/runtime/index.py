@@ -81,6 +81,16 @@ class RecordingRow:
         }
 
 
+@dataclass(frozen=True)
+class Hold:
+    """A legal hold on one recording: why, since when, set by whom."""
+
+    recording_id: str
+    reason: str
+    set_ns: int
+    actor: str
+
+
 @dataclass(kw_only=True)
 class CallRow:
     """A call seen on the wire but not recorded as audio, and why (`outcome`, `reason`)."""
@@ -136,7 +146,18 @@ def _v1(db: sqlite3.Connection) -> None:
     )
 
 
-_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1,)
+def _v2(db: sqlite3.Connection) -> None:
+    """Legal holds (compliance): a held recording is never deleted, by any command."""
+    db.execute(
+        """CREATE TABLE holds (
+            recording_id TEXT PRIMARY KEY, reason TEXT NOT NULL,
+            set_ns INTEGER NOT NULL, actor TEXT NOT NULL)"""
+    )
+    db.execute("CREATE INDEX recordings_by_caller ON recordings (caller)")
+    db.execute("CREATE INDEX recordings_by_callee ON recordings (callee)")
+
+
+_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -237,6 +258,101 @@ class Index:
         """Every recording, oldest start first."""
         sql = f"SELECT {', '.join(_REC_COLUMNS)} FROM recordings ORDER BY start_ns, id"  # noqa: S608
         return [_row(record) for record in self._db.execute(sql)]
+
+    def find_recordings(
+        self,
+        *,
+        number: str | None = None,
+        start_from_ns: int | None = None,
+        start_to_ns: int | None = None,
+        purpose: str | None = None,
+    ) -> list[RecordingRow]:
+        """Recordings by caller-or-callee number (exact), start time range [from, to) and
+        purpose, oldest first; every criterion given must hold."""
+        where: list[str] = []
+        params: list[Any] = []
+        if number is not None:
+            where.append("(caller = ? OR callee = ?)")
+            params += [_text(number), _text(number)]
+        if start_from_ns is not None:
+            where.append("start_ns >= ?")
+            params.append(start_from_ns)
+        if start_to_ns is not None:
+            where.append("start_ns < ?")
+            params.append(start_to_ns)
+        if purpose is not None:
+            where.append("purpose = ?")
+            params.append(_text(purpose))
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        sql = (
+            f"SELECT {', '.join(_REC_COLUMNS)} FROM recordings{clause}"  # noqa: S608
+            " ORDER BY start_ns, id"
+        )
+        return [_row(record) for record in self._db.execute(sql, params)]
+
+    def expired(self, now_ns: int) -> list[RecordingRow]:
+        """Closed or recovered recordings whose expiry is at or before `now_ns`."""
+        sql = (
+            f"SELECT {', '.join(_REC_COLUMNS)} FROM recordings"  # noqa: S608
+            " WHERE expires_ns IS NOT NULL AND expires_ns <= ? AND state != 'open'"
+            " ORDER BY expires_ns, id"
+        )
+        return [_row(record) for record in self._db.execute(sql, (now_ns,))]
+
+    def without_expiry(self) -> list[RecordingRow]:
+        """Closed or recovered recordings with no expiry fixed (e.g. recovered after a crash)."""
+        sql = (
+            f"SELECT {', '.join(_REC_COLUMNS)} FROM recordings"  # noqa: S608
+            " WHERE expires_ns IS NULL AND state != 'open' ORDER BY start_ns, id"
+        )
+        return [_row(record) for record in self._db.execute(sql)]
+
+    # -- legal holds ----------------------------------------------------------------------
+
+    def set_hold(self, recording_id: str, reason: str, actor: str, now_ns: int) -> bool:
+        """Hold a recording (a second hold replaces the reason); False if there is none."""
+        if self.get(recording_id) is None:
+            return False
+        self._db.execute(
+            """INSERT INTO holds VALUES (?, ?, ?, ?) ON CONFLICT (recording_id)
+               DO UPDATE SET reason = excluded.reason, set_ns = excluded.set_ns,
+               actor = excluded.actor""",
+            (recording_id, _text(reason), now_ns, _text(actor)),
+        )
+        return True
+
+    def clear_hold(self, recording_id: str) -> bool:
+        """Release a hold; False if the recording was not held."""
+        cursor = self._db.execute("DELETE FROM holds WHERE recording_id = ?", (recording_id,))
+        return cursor.rowcount == 1
+
+    def hold_of(self, recording_id: str) -> Hold | None:
+        row = self._db.execute(
+            "SELECT recording_id, reason, set_ns, actor FROM holds WHERE recording_id = ?",
+            (recording_id,),
+        ).fetchone()
+        return None if row is None else Hold(*row)
+
+    def holds(self) -> list[Hold]:
+        """Every hold, by recording id."""
+        rows = self._db.execute(
+            "SELECT recording_id, reason, set_ns, actor FROM holds ORDER BY recording_id"
+        )
+        return [Hold(*row) for row in rows]
+
+    # -- calls not recorded ---------------------------------------------------------------
+
+    def delete_calls(self, number: str) -> int:
+        """Remove the entries of calls not recorded where `number` called or was called."""
+        cursor = self._db.execute(
+            "DELETE FROM calls WHERE caller = ? OR callee = ?", (_text(number), _text(number))
+        )
+        return cursor.rowcount
+
+    def purge_calls(self, before_ns: int) -> int:
+        """Remove entries of calls not recorded last seen before `before_ns` (retention)."""
+        cursor = self._db.execute("DELETE FROM calls WHERE last_seen_ns < ?", (before_ns,))
+        return cursor.rowcount
 
     def add_call(
         self,

@@ -9,6 +9,8 @@ Lines starting with "#" and blank lines are ignored. The same file works as a sy
 credential (`LoadCredential=master-key:/etc/recorder/master.key`): systemd copies it into
 `$CREDENTIALS_DIRECTORY` as 0400 or 0440, so group read is accepted there and nowhere else.
 Every failure raises `KeyFileError` with one line naming the problem and the path.
+
+Several master keys (after a rotation) live in a key directory: see `KeyRing`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import binascii
 import os
 import stat
 from base64 import b64decode, b64encode
+from dataclasses import dataclass
 from pathlib import Path
 
 from recorder.container.masterkey import MASTER_KEY_BYTES, MasterKey
@@ -157,3 +160,92 @@ def _show(path: Path) -> str:
     """The path for a one-line message: as typed, or repr() if it holds control characters."""
     text = str(path)
     return text if text.isprintable() else repr(text)
+
+
+# -- key rings: several master keys, one current ---------------------------------------------
+
+CURRENT_NAME = "current"
+KEY_SUFFIX = ".key"
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    """The master keys an archive needs: `current` wraps new recordings' file keys, the
+    others (older, after a rotation) only unwrap until `keys rewrap` and `keys retire`.
+
+    On disk a ring is either one key file (a ring of one; `--key master.key`) or a key
+    directory (mode 0700) holding `<kid>.key` files (each an ordinary key file, 0600) and a
+    file `current` naming the current kid."""
+
+    path: Path
+    current: MasterKey
+    keys: dict[str, MasterKey]  # by kid, the current one included
+
+    @property
+    def is_directory(self) -> bool:
+        return self.path.is_dir()
+
+
+def load_key_ring(path: Path) -> KeyRing:
+    """A key file or key directory; `KeyFileError` names the path and the problem."""
+    if not path.is_dir():
+        key = load_key_file(path)
+        return KeyRing(path, key, {key.kid: key})
+    _check_dir(path)
+    keys: dict[str, MasterKey] = {}
+    for file in sorted(path.glob("*" + KEY_SUFFIX)):
+        key = load_key_file(file)
+        if file.name != key.kid + KEY_SUFFIX:
+            raise KeyFileError(
+                f"key file {_show(file)} holds key {key.kid}; it must be named {key.kid}.key"
+            )
+        keys[key.kid] = key
+    kid = _read_private(path / CURRENT_NAME).strip() if (path / CURRENT_NAME).exists() else ""
+    if kid not in keys:
+        raise KeyFileError(
+            f"key directory {_show(path)} has no current key "
+            f"({'none named' if not kid else kid + '.key is missing'})"
+        )
+    return KeyRing(path, keys[kid], keys)
+
+
+def add_ring_key(folder: Path, key: MasterKey) -> None:
+    """Store `key` in the key directory (created 0700 if missing) and make it current."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _check_dir(folder)
+    file = folder / (key.kid + KEY_SUFFIX)
+    if not file.exists():
+        write_key_file(file, key)
+    set_current(folder, key.kid)
+
+
+def set_current(folder: Path, kid: str) -> None:
+    """Atomically point the key directory's `current` at `kid`."""
+    tmp = folder / f".{CURRENT_NAME}.tmp"
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, f"{kid}\n".encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, folder / CURRENT_NAME)
+    _fsync_dir(folder)
+
+
+def remove_ring_key(folder: Path, kid: str) -> None:
+    """Delete a retired key's file from the key directory (never the current key)."""
+    ring = load_key_ring(folder)
+    if kid == ring.current.kid:
+        raise KeyFileError(f"key {kid} is the current key of {_show(folder)}; rotate first")
+    (folder / (kid + KEY_SUFFIX)).unlink()
+    _fsync_dir(folder)
+
+
+def _check_dir(folder: Path) -> None:
+    mode = stat.S_IMODE(os.stat(folder).st_mode)
+    if mode & 0o077:
+        raise KeyFileError(
+            f"key directory {_show(folder)} is accessible by others (mode {mode:04o}); "
+            f"run chmod 700 {_show(folder)}"
+        )

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recorder.compliance.factory import build_policy
+from recorder.compliance.factory import build_core, policy_summary
 from recorder.config import Config
 from recorder.container.masterkey import MasterKey
 from recorder.core.pipeline import RecorderCore
@@ -51,8 +51,13 @@ def replay(
     session = ArchiveSession(root, master, actor, config)
     summary = ReplaySummary(recovered=session.recovered)
     try:
-        session.audit.append("replay.started", files=[p.name for p in paths], kid=master.kid)
-        core = RecorderCore(config.limits.core_limits(), policy=build_policy(config))
+        core = build_core(config)  # policy, DTMF pause/opt-out; warns when no policy is set
+        session.audit.append(
+            "replay.started",
+            files=[p.name for p in paths],
+            kid=master.kid,
+            policy=policy_summary(config),
+        )
         loop = LoopStats()
         for path in sorted(paths, key=_first_ts):
             capture = CaptureFile(path)

@@ -1,23 +1,28 @@
 """`recorder verify`: every recording authenticates and matches its recorded hash, every
 recording the audit trail mentions exists with the hash the trail recorded, and the audit
-trail's hash chain is intact. Each failure is one line naming what and where."""
+trail's hash chain is intact. A recording the trail records as deleted (retention,
+erasure) must be gone: no index row, no file, no key. Each failure is one line naming what
+and where."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from recorder.container.masterkey import MasterKey
 from recorder.container.reader import DecryptStream
 from recorder.errors import IntegrityError
 from recorder.runtime.archive import Archive
-from recorder.runtime.audit import AuditTrail, verify_audit
+from recorder.runtime.audit import AuditReport, AuditTrail, verify_audit
 from recorder.runtime.index import Index, RecordingRow
 from recorder.runtime.keystore import KeyStore
 from recorder.runtime.opening import HashingReader, file_key_for
 
 # Audit events that state a recording's final hash; the latest one per recording counts.
 _HASH_EVENTS = ("recording.closed", "recording.recovered")
+# Written before a recording's key, file and index row are destroyed (compliance/retention).
+_DELETED_EVENT = "recording.deleted"
 
 
 @dataclass
@@ -40,10 +45,20 @@ def verify_archive(archive: Archive, masters: Mapping[str, MasterKey], actor: st
     index = Index(archive.index_path)
     keys = KeyStore(archive.keystore_path)
     try:
+        trail = verify_audit(archive.audit_dir)
+        deleted = _deleted_ids(trail.records)
         rows = index.list_recordings()
-        hashes = {row.id: _check_recording(archive, masters, keys, row, report) for row in rows}
+        hashes = {}
+        for row in rows:
+            if row.id in deleted:  # audited as deleted, yet still indexed: interrupted
+                report.failures.append(
+                    f"recording {row.id}: audited as deleted but still in the index "
+                    "(deletion interrupted: run the deletion again)"
+                )
+                continue
+            hashes[row.id] = _check_recording(archive, masters, keys, row, report)
         _check_stray_files(archive, rows, report)
-        _check_audit(archive, rows, hashes, report)
+        _check_audit(trail, rows, hashes, deleted, keys, report)
     finally:
         keys.close()
         index.close()
@@ -104,13 +119,19 @@ def _check_stray_files(archive: Archive, rows: list[RecordingRow], report: Verif
             report.failures.append(f"file {rel} is not in the index")
 
 
+def _deleted_ids(records: list[dict[str, Any]]) -> set[str]:
+    """Recordings the trail says were deleted (retention, erasure)."""
+    return {str(r.get("recording_id")) for r in records if r.get("event") == _DELETED_EVENT}
+
+
 def _check_audit(
-    archive: Archive,
+    audit: AuditReport,
     rows: list[RecordingRow],
     hashes: dict[str, str | None],
+    deleted: set[str],
+    keys: KeyStore,
     report: VerifyReport,
 ) -> None:
-    audit = verify_audit(archive.audit_dir)
     report.audit_ok = audit.ok
     report.audit_records = len(audit.records)
     report.failures.extend(f"audit trail: {line}" for line in audit.failures)
@@ -119,7 +140,12 @@ def _check_audit(
         if record.get("event") in _HASH_EVENTS and isinstance(record.get("sha256"), str):
             recorded[str(record.get("recording_id"))] = record["sha256"]
     for recording_id, digest in recorded.items():
-        if recording_id not in hashes:
+        if recording_id in deleted:
+            if keys.get(recording_id) is not None:
+                report.failures.append(
+                    f"recording {recording_id}: audited as deleted but its file key remains"
+                )
+        elif recording_id not in hashes:
             report.failures.append(
                 f"audit trail: recording {recording_id} is not in the index (deleted?)"
             )
@@ -128,5 +154,5 @@ def _check_audit(
                 f"audit trail: recording {recording_id} differs from the hash the trail recorded"
             )
     for row in rows:
-        if row.state != "open" and row.id not in recorded:
+        if row.state != "open" and row.id not in recorded and row.id not in deleted:
             report.failures.append(f"recording {row.id}: no audit record of its closing")

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from recorder.core.calls import ANSWERED, CANCELLED, FAILED, Call
 from recorder.core.events import CallNotRecorded, Event, RecordingAudio, RecordingEnded
 from recorder.core.limits import CoreLimits
+from recorder.core.media.batch import place_calls
 from recorder.core.media.timeline import NS_PER_S
 from recorder.core.media_path import MediaPath
 from recorder.core.stats import CoreStats
@@ -78,8 +79,8 @@ class CallTable:
         """End calls whose time is up and hand settled audio of the others to the writer."""
         idle_ns = int(self._limits.idle_timeout_s * NS_PER_S)
         setup_ns = int(self._limits.setup_timeout_s * NS_PER_S)
+        place_calls(self._media, self.calls.values())  # every queue, in one batch
         for call in self:
-            self._media.process(call)
             last = max(call.last_activity_ns, call.last_rtp_ns)
             if call.end_at_ns is not None and now_ns >= call.end_at_ns:
                 self.end(call, now_ns, call.end_reason)
@@ -87,7 +88,7 @@ class CallTable:
                 if now_ns - last >= idle_ns:
                     self.end(call, now_ns, "timeout")
                 else:
-                    self._media.flush(call, now_ns)
+                    self._media.emit_due(call, now_ns)
             elif now_ns - last >= setup_ns:
                 self.end(call, now_ns, "timeout")
 

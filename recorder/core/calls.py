@@ -50,10 +50,9 @@ class Call:
     stopped: bool = False  # recording stopped mid-call (opt-out): the rest is not recorded
     paused_since_ns: int | None = None  # PCI DSS pause: nothing placed from then on
     pause_windows: list[tuple[int, int]] = field(default_factory=list)  # ended pauses
-    # RTP queued by the hot path, per sending side: (capture time, bytes), placed at flush.
-    pending: tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]] = field(
-        default_factory=lambda: ([], [])
-    )
+    # RTP queued by the hot path, per sending side: capture times and bytes, placed at flush.
+    pending_times: tuple[list[int], list[int]] = field(default_factory=lambda: ([], []))
+    pending_datas: tuple[list[bytes], list[bytes]] = field(default_factory=lambda: ([], []))
     last_event_ts: tuple[int, int] | None = None  # (side, RTP ts) of the last DTMF event seen
 
     def sender_of_request(self, from_tag: str | None) -> int:

@@ -10,9 +10,11 @@ which is the reference the batched path must match (tests/core/test_batch_equiva
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import numpy as np
+from numpy.typing import NDArray
 
 from recorder.core.calls import Call
 from recorder.core.events import Event, RecordingAudio, RecordingStarted
@@ -27,7 +29,8 @@ from recorder.errors import DecodeError
 # RFC 4733 §3.2: event codes 0-15 of the DTMF table.
 _DTMF_DIGITS = "0123456789*#ABCD"
 MAX_PENDING = 4096  # packets queued per call side before a flush is forced (flood bound)
-Packet = tuple[int, bytes]  # (capture time ns, RTP bytes)
+Stamps = NDArray[np.int64]
+Block = NDArray[np.uint8]  # one RTP packet a row
 
 
 class MediaPath:
@@ -43,17 +46,23 @@ class MediaPath:
     # -- hot path ------------------------------------------------------------------------
 
     def enqueue(self, call: Call, sender: int, now_ns: int, data: bytes) -> None:
-        queue = call.pending[sender]
-        queue.append((now_ns, data))
-        if now_ns >= call.next_flush_ns or len(queue) >= MAX_PENDING:
+        """Queue one packet (the core's inline fast path does the same)."""
+        times = call.pending_times[sender]
+        times.append(now_ns)
+        call.pending_datas[sender].append(data)
+        if len(times) >= MAX_PENDING:
             self.flush(call, now_ns)
 
     # -- settling ------------------------------------------------------------------------
 
     def flush(self, call: Call, now_ns: int) -> None:
         """Place everything queued, then hand the writer the audio no late packet can change."""
-        call.next_flush_ns = now_ns + self._flush_ns
         self.process(call)
+        self.emit_due(call, now_ns)
+
+    def emit_due(self, call: Call, now_ns: int) -> None:
+        """Hand the writer the audio that no late packet can still change."""
+        call.next_flush_ns = now_ns + self._flush_ns
         timeline = call.timeline
         if timeline is not None:
             pcm = timeline.flush_until(timeline.due_sample(now_ns))
@@ -61,23 +70,30 @@ class MediaPath:
                 self._emit(RecordingAudio(call.serial, pcm))
 
     def process(self, call: Call) -> None:
-        """Place the queued packets of both sides."""
-        queues = call.pending
-        if not queues[0] and not queues[1]:
+        """Place the queued packets of both sides of one call."""
+        times_q, datas_q = call.pending_times, call.pending_datas
+        if not times_q[0] and not times_q[1]:
             return
-        call.pending = ([], [])
+        call.pending_times, call.pending_datas = ([], []), ([], [])
         if call.first_rtp_ns is None:
-            call.first_rtp_ns = _first_rtp(queues)
+            call.first_rtp_ns = _first_rtp(times_q, datas_q)
         if self.dtmf_listener is not None:
-            for sender in (0, 1):
-                self._scan_dtmf(call, sender, queues[sender])  # pauses apply by capture time
+            for sender in (0, 1):  # first, so that pauses apply by capture time
+                self._scan_dtmf(call, sender, times_q[sender], datas_q[sender])
         for sender in (0, 1):
-            for run in _runs(queues[sender]):
-                if len(run) > 1 and _regular(run[0][1]):
-                    self._run(call, sender, run)
-                else:
-                    for now_ns, data in run:
-                        self._one(call, sender, now_ns, data)
+            self.process_side(call, sender, times_q[sender], datas_q[sender])
+
+    def process_side(self, call: Call, sender: int, times: list[int], datas: list[bytes]) -> None:
+        """Place one side's packets: alike runs at once, the rest one by one."""
+        for start, stop, block in _runs(datas):
+            if block is not None:
+                self.run(call, sender, np.array(times[start:stop], dtype=np.int64), block)
+            else:
+                for k in range(start, stop):
+                    self._one(call, sender, times[k], datas[k])
+
+    def count_rtp(self, packets: int) -> None:
+        self._stats.rtp_packets += packets
 
     # -- one packet (the reference path) --------------------------------------------------
 
@@ -92,7 +108,7 @@ class MediaPath:
             stats.drop(exc.layer, exc.reason)
             return
         stats.rtp_packets += 1
-        found = self._codec(call, sender, pt, 1)
+        found = self.codec(call, sender, pt, 1)
         if found is None:
             return
         encoding, clock, codec = found
@@ -105,28 +121,35 @@ class MediaPath:
 
     # -- a run of alike packets, at once ----------------------------------------------------
 
-    def _run(self, call: Call, sender: int, run: list[Packet]) -> None:
-        count = len(run)
-        self._stats.rtp_packets += count
-        first = run[0][1]
-        found = self._codec(call, sender, first[1] & 0x7F, count)
+    def run(
+        self, call: Call, sender: int, times: Stamps, block: Block, *, count: bool = True
+    ) -> None:
+        """Packets alike in length, header layout, payload type and SSRC (one row each);
+        `count=False` when the caller has counted them already."""
+        packets = len(block)
+        if count:
+            self._stats.rtp_packets += packets
+        found = self.codec(call, sender, int(block[0, 1]) & 0x7F, packets)
         if found is None:
             return
         encoding, clock, codec = found
+        seq = block[:, 2].astype(np.int64) << 8 | block[:, 3]
+        ts32 = block[:, 4:8].copy().view(">u4").ravel().astype(np.int64)
+        keys = seq << 32 | ts32
         removed = 0
         if codec is not None and codec.name == "G722":  # stateful: duplicates must not
-            run = _unique(run)  # reach the decoder, exactly as on the per-packet path
-            removed, count = count - len(run), len(run)
-        times = np.fromiter((t for t, _ in run), dtype=np.int64, count=count)
-        call.last_rtp_ns = max(call.last_rtp_ns, int(times[-1]))
+            _, firsts = np.unique(keys, return_index=True)  # reach the decoder (as per packet)
+            if len(firsts) < packets:
+                firsts.sort()
+                removed = packets - len(firsts)
+                times, block, ts32, keys = times[firsts], block[firsts], ts32[firsts], keys[firsts]
+        call.last_rtp_ns = max(call.last_rtp_ns, int(times.max()))
         timeline = call.timeline or self._start(call, encoding)
-        block = np.frombuffer(b"".join(d for _, d in run), dtype=np.uint8).reshape(count, -1)
-        ts32 = block[:, 4:8].copy().view(">u4").ravel().astype(np.int64)
-        seq = block[:, 2].astype(np.int64) << 8 | block[:, 3]
-        positions = timeline.positions(sender, times, int.from_bytes(first[8:12]), ts32, clock)
+        ssrc = int.from_bytes(block[0, 8:12].tobytes(), "big")
+        positions = timeline.positions(sender, times, ssrc, ts32, clock)
         side = timeline.sides[sender]
-        side.stats.packets += count
-        keys = np.sort(seq << 32 | ts32)
+        side.stats.packets += packets
+        keys.sort()
         side.stats.duplicates += removed + int(np.count_nonzero(keys[1:] == keys[:-1]))
         if codec is None:
             return  # DTMF events and comfort noise: their time stays silent
@@ -143,7 +166,7 @@ class MediaPath:
 
     # -- shared by both paths ----------------------------------------------------------------
 
-    def _codec(
+    def codec(
         self, call: Call, sender: int, pt: int, count: int
     ) -> tuple[str, int, CodecInfo | None] | None:
         """What the packets carry, or None (counted) when they cannot be recorded."""
@@ -166,13 +189,13 @@ class MediaPath:
             call.codecs.append(encoding)
         return encoding, clock, codec
 
-    def _scan_dtmf(self, call: Call, sender: int, queue: list[Packet]) -> None:
+    def _scan_dtmf(self, call: Call, sender: int, times: list[int], datas: list[bytes]) -> None:
         """Report each new RFC 4733 event once: all packets of one event share its RTP
         timestamp (§2.5.1.2), and its end is retransmitted."""
         event_pts = call.event_payload_types(1 - sender)
         if not event_pts or self.dtmf_listener is None:
             return
-        for now_ns, data in queue:
+        for now_ns, data in zip(times, datas, strict=True):
             if len(data) < 16 or data[1] & 0x7F not in event_pts:
                 continue
             try:
@@ -217,48 +240,56 @@ class MediaPath:
         return call.timeline
 
 
-def _first_rtp(queues: tuple[list[Packet], list[Packet]]) -> int | None:
+def _first_rtp(
+    times_q: tuple[list[int], list[int]], datas_q: tuple[list[bytes], list[bytes]]
+) -> int | None:
     """Capture time of the earliest packet that is RTP at all (STUN and RTCP are not)."""
-    firsts = [
-        next((t for t, d in queue if len(d) >= 12 and d[0] >> 6 == 2 and not is_rtcp(d)), None)
-        for queue in queues
+    found = [
+        t
+        for times, datas in zip(times_q, datas_q, strict=True)
+        for t, d in zip(times, datas, strict=True)
+        if len(d) >= 12 and d[0] >> 6 == 2 and not is_rtcp(d)
     ]
-    times = [t for t in firsts if t is not None]
-    return min(times) if times else None
+    return min(found) if found else None
 
 
-def _runs(queue: list[Packet]) -> list[list[Packet]]:
-    """Split a queue into runs of packets alike in length, first byte, payload type, SSRC."""
-    runs: list[list[Packet]] = []
-    current: list[Packet] = []
-    shape: tuple[int, int, int, bytes] | None = None
-    for packet in queue:
-        data = packet[1]
-        this = (len(data), data[0], data[1] & 0x7F, data[8:12]) if len(data) >= 12 else None
-        if this is None or this != shape:
-            if current:
-                runs.append(current)
-            current = []
-            shape = this
-        current.append(packet)
-    if current:
-        runs.append(current)
+def _runs(datas: list[bytes]) -> list[tuple[int, int, Block | None]]:
+    """Split a queue into runs [start, stop): packets of one length whose first byte,
+    payload type and SSRC agree come as one block (a row each); anything irregular
+    (short, padded, extended, with CSRCs, RTCP, not version 2) comes with no block."""
+    runs: list[tuple[int, int, Block | None]] = []
+    lengths = list(map(len, datas))
+    start = 0
+    while start < len(datas):
+        length = lengths[start]
+        stop = start + 1
+        if lengths.count(length) == len(lengths) - start:  # the usual case: all alike
+            stop = len(datas)
+        while stop < len(datas) and lengths[stop] == length:
+            stop += 1
+        if length <= 12:
+            runs.append((start, stop, None))
+        else:
+            runs.extend(_split_alike(datas, start, stop, length))
+        start = stop
     return runs
 
 
-def _regular(data: bytes) -> bool:
-    """Version 2, no padding, extension or CSRC, not RTCP, with a payload."""
-    return data[0] == 0x80 and len(data) > 12 and not is_rtcp(data)
-
-
-def _unique(run: list[Packet]) -> list[Packet]:
-    seen: set[bytes] = set()
-    out = []
-    for packet in run:
-        key = packet[1][2:8]  # sequence number and timestamp
-        if key not in seen:
-            seen.add(key)
-            out.append(packet)
+def _split_alike(
+    datas: list[bytes], start: int, stop: int, length: int
+) -> list[tuple[int, int, Block | None]]:
+    block = np.frombuffer(b"".join(datas[start:stop]), dtype=np.uint8).reshape(-1, length)
+    head = block[:, 0]
+    kind = block[:, 1] & 0x7F
+    ssrc = block[:, 8:12].copy().view(">u4").ravel()
+    cuts = np.flatnonzero(
+        (head[1:] != head[:-1]) | (kind[1:] != kind[:-1]) | (ssrc[1:] != ssrc[:-1])
+    )
+    bounds = [0, *(cuts + 1).tolist(), len(block)]
+    out: list[tuple[int, int, Block | None]] = []
+    for a, b in itertools.pairwise(bounds):
+        regular = head[a] == 0x80 and not 72 <= kind[a] <= 76  # not RTCP (types 200-204)
+        out.append((start + a, start + b, block[a:b] if regular and b - a > 1 else None))
     return out
 
 

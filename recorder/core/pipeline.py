@@ -84,9 +84,10 @@ class RecorderCore:
             end = 34 + (data[38] << 8 | data[39])
             if hit is not None and 42 <= end <= len(data):
                 call = hit[0]
-                queue = call.pending[sender]
-                queue.append((now, data[42:end]))
-                if now >= call.next_flush_ns or len(queue) >= MAX_PENDING:
+                times = call.pending_times[sender]
+                times.append(now)
+                call.pending_datas[sender].append(data[42:end])
+                if len(times) >= MAX_PENDING:  # a flood between sweeps: place it now
                     self._media.flush(call, now)
                 return
         try:

@@ -225,6 +225,16 @@ class CallTimeline:
         side.buffer[index] = samples
         side.end = max(side.end, self.cursor + stop)
 
+    def write_contiguous(self, side: SideTimeline, offset: int, samples: Samples) -> None:
+        """Write samples that follow each other, `offset` samples past the cursor."""
+        stop = offset + len(samples)
+        if len(side.buffer) < stop:
+            grown = np.zeros(max(stop, 2 * len(side.buffer)), dtype=np.int16)
+            grown[: len(side.buffer)] = side.buffer
+            side.buffer = grown
+        side.buffer[offset:stop] = samples
+        side.end = max(side.end, self.cursor + stop)
+
     def due_sample(self, now_ns: int) -> int:
         """How far audio can be emitted at capture time `now_ns` (held back by the jitter
         window)."""

@@ -38,10 +38,33 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(s.getsockname()[1])
 
 
+def free_udp_ports(n: int) -> list[int]:
+    """`n` distinct UDP ports free right now (kept bound until all are chosen)."""
+    socks = []
+    for _ in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [int(s.getsockname()[1]) for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def port_filter(ports: list[int], ranges: list[tuple[int, int]] = ()) -> str:  # type: ignore[assignment]
+    """A BPF filter for UDP on exactly these ports and port ranges."""
+    terms = [f"port {p}" for p in ports] + [f"portrange {a}-{b}" for a, b in ranges]
+    return f"udp and ({' or '.join(terms)})"
+
+
 class Recorder:
     """One `recorder run` process on lo with its own archive, key and metrics port."""
 
-    def __init__(self, tmp: Path, *extra: str, config: Path | None = None) -> None:
+    def __init__(
+        self, tmp: Path, *extra: str, config: Path | None = None, bpf: str = "udp"
+    ) -> None:
+        """`bpf` should name the test's own ports: other tests on this machine may be
+        sending on loopback at the same time."""
         self.tmp = tmp
         self.archive = tmp / "archive"
         self.key = tmp / "master.key"
@@ -51,7 +74,7 @@ class Recorder:
         self.args = [
             sys.executable, "-m", "recorder", "run",
             "--interface", "lo",
-            "--filter", "udp and host 127.0.0.1",
+            "--filter", bpf,
             "--archive", str(self.archive),
             "--key", str(self.key),
             "--metrics-address", f"127.0.0.1:{self.metrics_port}",

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from tests.builders import rtp, sdp, sip
+from tests.service.harness import free_udp_ports
 
 LOCAL = "127.0.0.1"
 
@@ -19,14 +20,17 @@ def tone(i: int, side: int) -> bytes:
 
 @dataclass
 class LoopbackCall:
+    """A call on ports free at creation (see `ports` for the capture filter)."""
+
     call_id: str
-    sip_ports: tuple[int, int] = (25060, 25062)
-    rtp_ports: tuple[int, int] = (41000, 51000)
     numbers: tuple[str, str] = ("+4930111", "+4930222")
     sent: list[list[bytes]] = field(default_factory=lambda: [[], []])
     _socks: list[socket.socket] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        a, b, c, d = free_udp_ports(4)
+        self.sip_ports = (a, b)
+        self.rtp_ports = (c, d)
         for port in (*self.sip_ports, *self.rtp_ports):
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.bind((LOCAL, port))  # a bound receiver: no ICMP port unreachable
@@ -87,6 +91,10 @@ class LoopbackCall:
         self._send_sip(0, bye)
         time.sleep(0.01)
         self._send_sip(1, sip("SIP/2.0 200 OK", [*self._dialog(True), ("CSeq", "2 BYE")]))
+
+    @property
+    def ports(self) -> list[int]:
+        return [*self.sip_ports, *self.rtp_ports]
 
     def close(self) -> None:
         for s in self._socks:

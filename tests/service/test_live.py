@@ -5,34 +5,25 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.service.harness import Recorder, require_capture
+from tests.service.harness import Recorder, port_filter, require_capture
 from tests.service.peers import LoopbackCall
 from tests.service.recordings import export_pcm, find, recordings, ulaw, verify
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def recorder(tmp_path: Path) -> Iterator[Recorder]:
+def test_sigterm_records_finished_and_open_calls_complete(tmp_path: Path) -> None:
     require_capture()
-    rec = Recorder(tmp_path)
-    yield rec
-    rec.close()
-
-
-def test_sigterm_records_finished_and_open_calls_complete(
-    recorder: Recorder, tmp_path: Path
-) -> None:
-    recorder.start()
-    first = LoopbackCall("live-1@test", sip_ports=(25060, 25062), rtp_ports=(41000, 51000))
-    second = LoopbackCall("live-2@test", sip_ports=(25064, 25066), rtp_ports=(41002, 51002))
+    first = LoopbackCall("live-1@test")
+    second = LoopbackCall("live-2@test")
+    recorder = Recorder(tmp_path, bpf=port_filter(first.ports + second.ports))
     try:
+        recorder.start()
         first.setup()
         first.talk(50)
         first.bye()
@@ -40,17 +31,19 @@ def test_sigterm_records_finished_and_open_calls_complete(
         second.talk(40)
         time.sleep(0.3)
         metrics = recorder.scrape()
+        notes = recorder.notifications + _drain(recorder)
         assert recorder.stop() == 0  # `second` is still up: closed by the shutdown
     finally:
         first.close()
         second.close()
+        recorder.close()
     assert metrics["recorder_calls_started_total"] == 2
     assert metrics["recorder_calls_active"] == 1
     assert metrics['recorder_calls_ended_total{outcome="recorded"}'] == 1
     assert metrics["recorder_recordings_open"] == 1
     assert metrics["recorder_capture_kernel_dropped_packets_total"] == 0
     assert metrics["recorder_audit_records_total"] >= 3  # started, 2 x opened, closed
-    assert "WATCHDOG=1" in recorder.notifications + _drain(recorder)
+    assert "WATCHDOG=1" in notes
 
     rows = {r["call_id"]: r for r in recordings(recorder.archive)}
     assert set(rows) == {"live-1@test", "live-2@test"}
@@ -82,7 +75,7 @@ def test_sighup_applies_safe_settings_and_reports_the_rest(tmp_path: Path) -> No
     require_capture()
     config = tmp_path / "recorder.yaml"
     config.write_text("log:\n  level: INFO\n")
-    recorder = Recorder(tmp_path, config=config)
+    recorder = Recorder(tmp_path, config=config, bpf="udp port 9")
     try:
         recorder.start()
         config.write_text(
@@ -111,8 +104,8 @@ def test_sigkill_mid_call_then_restart_recovers_the_prefix(tmp_path: Path) -> No
     flush interval (1 s + 1 s, here waited out) and the unsealed tail of the last 16 KiB
     segment: under 4096 stereo frames (0.512 s at 8 kHz)."""
     require_capture()
-    recorder = Recorder(tmp_path)
-    call = LoopbackCall("killed@test", sip_ports=(25070, 25072), rtp_ports=(41004, 51004))
+    call = LoopbackCall("killed@test")
+    recorder = Recorder(tmp_path, bpf=port_filter(call.ports))
     try:
         recorder.start()
         call.setup()
@@ -121,7 +114,7 @@ def test_sigkill_mid_call_then_restart_recovers_the_prefix(tmp_path: Path) -> No
         recorder.kill()
         assert list(recorder.archive.rglob("*.rec.partial"))
 
-        again = Recorder(tmp_path)
+        again = Recorder(tmp_path, bpf=port_filter(call.ports))
         again.start()  # recovery runs as the archive opens
         assert again.scrape()["recorder_recordings_recovered_total"] == 1
         assert again.stop() == 0

@@ -97,7 +97,9 @@ class MediaPath:
 
     # -- one packet (the reference path) --------------------------------------------------
 
-    def _one(self, call: Call, sender: int, now_ns: int, data: bytes) -> None:
+    def _one(
+        self, call: Call, sender: int, now_ns: int, data: bytes, *, count: bool = True
+    ) -> None:
         stats = self._stats
         if is_rtcp(data):
             stats.rtcp_packets += 1  # reports, not audio: counted and ignored
@@ -107,7 +109,8 @@ class MediaPath:
         except DecodeError as exc:
             stats.drop(exc.layer, exc.reason)
             return
-        stats.rtp_packets += 1
+        if count:
+            stats.rtp_packets += 1
         found = self.codec(call, sender, pt, 1)
         if found is None:
             return
@@ -136,21 +139,25 @@ class MediaPath:
         seq = block[:, 2].astype(np.int64) << 8 | block[:, 3]
         ts32 = block[:, 4:8].copy().view(">u4").ravel().astype(np.int64)
         keys = seq << 32 | ts32
+        arrived = (times, block)  # as they came, for the per-packet fallback
         removed = 0
-        if codec is not None and codec.name == "G722":  # stateful: duplicates must not
-            _, firsts = np.unique(keys, return_index=True)  # reach the decoder (as per packet)
-            if len(firsts) < packets:
-                firsts.sort()
-                removed = packets - len(firsts)
-                times, block, ts32, keys = times[firsts], block[firsts], ts32[firsts], keys[firsts]
+        _, firsts = np.unique(keys, return_index=True)
+        if len(firsts) < packets:  # duplicates: the first copy wins, as on the per-packet path
+            firsts.sort()  # (and a stateful decoder such as G.722 must see each packet once)
+            removed = packets - len(firsts)
+            times, block, ts32, keys = times[firsts], block[firsts], ts32[firsts], keys[firsts]
         call.last_rtp_ns = max(call.last_rtp_ns, int(times.max()))
         timeline = call.timeline or self._start(call, encoding)
         ssrc = int.from_bytes(block[0, 8:12].tobytes(), "big")
         positions = timeline.positions(sender, times, ssrc, ts32, clock)
+        if positions is None:  # a new SSRC or a stray: the per-packet rules decide
+            for row, when in zip(arrived[1], arrived[0].tolist(), strict=True):
+                self._one(call, sender, when, row.tobytes(), count=False)
+            return
         side = timeline.sides[sender]
+        side.remember(keys.tolist())
         side.stats.packets += packets
-        keys.sort()
-        side.stats.duplicates += removed + int(np.count_nonzero(keys[1:] == keys[:-1]))
+        side.stats.duplicates += removed
         if codec is None:
             return  # DTMF events and comfort noise: their time stays silent
         keep = _not_paused(call, times)
@@ -263,8 +270,6 @@ def _runs(datas: list[bytes]) -> list[tuple[int, int, Block | None]]:
     while start < len(datas):
         length = lengths[start]
         stop = start + 1
-        if lengths.count(length) == len(lengths) - start:  # the usual case: all alike
-            stop = len(datas)
         while stop < len(datas) and lengths[stop] == length:
             stop += 1
         if length <= 12:

@@ -355,13 +355,13 @@ def test_same_call_twice_updates_one_row(index: Index) -> None:
 def test_file_settings(tmp_path: Path) -> None:
     path = tmp_path / "index.sqlite"
     with Index.open(path) as idx:
-        assert idx.schema_version() == index_module.SCHEMA_VERSION == 1
+        assert idx.schema_version() == index_module.SCHEMA_VERSION == len(index_module._MIGRATIONS)
         assert idx._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert idx._db.execute("PRAGMA synchronous").fetchone()[0] == 2
         idx.add_recording(_row())
     assert os.stat(path).st_mode & 0o777 == 0o600
     with Index(path, create=False) as again:  # reopening does not migrate twice
-        assert again.schema_version() == 1
+        assert again.schema_version() == index_module.SCHEMA_VERSION
         assert [r.id for r in again.list_recordings()] == ["rec-1"]
 
 
@@ -391,7 +391,8 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ArchiveError) as info:
         Index(path)
     assert str(info.value) == (
-        f"index {path} has schema version 7; this recorder knows up to 1 (upgrade the recorder)"
+        f"index {path} has schema version 7; this recorder knows up to "
+        f"{index_module.SCHEMA_VERSION} (upgrade the recorder)"
     )
 
 
@@ -405,12 +406,13 @@ def test_migration_hook_upgrades_an_old_index(
     def v2(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE recordings ADD COLUMN future TEXT")
 
+    current = index_module.SCHEMA_VERSION
     monkeypatch.setattr(index_module, "_MIGRATIONS", (*index_module._MIGRATIONS, v2))
-    monkeypatch.setattr(index_module, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(index_module, "SCHEMA_VERSION", current + 1)
     with Index(path) as new:
-        assert new.schema_version() == 2
+        assert new.schema_version() == current + 1
         versions = new._db.execute("SELECT version FROM schema_version ORDER BY version")
-        assert [v for (v,) in versions] == [1, 2]
+        assert [v for (v,) in versions] == list(range(1, current + 2))
         assert new.get("rec-1") == _row()
 
 
@@ -422,13 +424,14 @@ def test_failed_migration_rolls_back(tmp_path: Path, monkeypatch: pytest.MonkeyP
         db.execute("ALTER TABLE recordings ADD COLUMN half TEXT")
         raise RuntimeError("migration bug")
 
+    current = index_module.SCHEMA_VERSION
     monkeypatch.setattr(index_module, "_MIGRATIONS", (*index_module._MIGRATIONS, broken))
-    monkeypatch.setattr(index_module, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(index_module, "SCHEMA_VERSION", current + 1)
     with pytest.raises(RuntimeError, match="migration bug"):
         Index(path)
     monkeypatch.undo()
     with Index(path) as idx:
-        assert idx.schema_version() == 1
+        assert idx.schema_version() == current
         columns = [r[1] for r in idx._db.execute("PRAGMA table_info(recordings)")]
         assert "half" not in columns
 

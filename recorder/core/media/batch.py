@@ -100,7 +100,7 @@ def _place(path: MediaPath, streams: list[_Stream], length: int) -> None:
     params[5] = 1  # clock, never zero
     chosen: list[int] = []
     starts_l, kinds_l = starts.tolist(), kind[starts].tolist()
-    ssrc_l, ts_l, first_times = ssrc[starts].tolist(), ts32[starts].tolist(), times[starts].tolist()
+    ssrc_l = ssrc[starts].tolist()
     for g, stream in enumerate(streams):
         a, b = starts_l[g], starts_l[g] + counts[g]
         if irregular[g]:
@@ -117,8 +117,9 @@ def _place(path: MediaPath, streams: list[_Stream], length: int) -> None:
             path.run(stream.call, stream.sender, times[a:b], block[a:b], count=False)
             continue
         side = timeline.sides[stream.sender]
-        if ssrc_l[g] != side.ssrc:
-            side.reanchor(ssrc_l[g], ts_l[g], timeline.grid_at(first_times[g]))
+        if ssrc_l[g] != side.ssrc:  # a new stream: the per-packet rules anchor it
+            path.run(stream.call, stream.sender, times[a:b], block[a:b], count=False)
+            continue
         params[:, g] = (
             side.anchor,
             side.first_ext,
@@ -148,9 +149,11 @@ def _place(path: MediaPath, streams: list[_Stream], length: int) -> None:
     grid = ((times - origin) * rate + NS_PER_S // 2) // NS_PER_S
     stray = np.maximum.reduceat(np.abs(positions - grid) > drift, starts)
     keys = (block[:, 2].astype(np.int64) << 40) | (block[:, 3].astype(np.int64) << 32) | ts32
-    order = np.lexsort((keys, gid))
+    order = np.lexsort((keys, gid))  # stable: among copies, the first to arrive comes first
     same = (keys[order][1:] == keys[order][:-1]) & (gid[order][1:] == gid[order][:-1])
     duplicates = np.bincount(gid[order][1:][same], minlength=len(streams)).tolist()
+    copy = np.zeros(total, dtype=bool)  # later copies of a packet: the first copy wins
+    copy[order[1:][same]] = True
     samples = _TABLES[table[:, None], block[:, 12:]]
     width = length - 12
     step = np.ones(total, dtype=bool)
@@ -159,6 +162,7 @@ def _place(path: MediaPath, streams: list[_Stream], length: int) -> None:
     contiguous = np.minimum.reduceat(step, starts).tolist()
     stray_l = stray.tolist()
     latest = np.maximum.reduceat(times, starts).tolist()
+    max_ext = np.maximum.reduceat(ext, starts).tolist()
     for g in chosen:
         stream = streams[g]
         a, b = starts_l[g], starts_l[g] + counts[g]
@@ -169,11 +173,15 @@ def _place(path: MediaPath, streams: list[_Stream], length: int) -> None:
             continue
         side = timeline.sides[stream.sender]
         side.last_ts, side.last_ext = int(ts32[b - 1]), int(ext[b - 1])
+        side.max_ext = max(side.max_ext, max_ext[g])
+        side.strays = 0
+        side.remember(keys[a:b].tolist())
         side.stats.packets += b - a
         side.stats.duplicates += duplicates[g]
         call.last_rtp_ns = max(call.last_rtp_ns, latest[g])
         offset = int(positions[a]) - timeline.cursor
-        if contiguous[g] and offset >= 0:
+        if contiguous[g] and offset >= 0 and not duplicates[g]:
             timeline.write_contiguous(side, offset, samples[a:b].ravel())
         else:
-            timeline.write(side, positions[a:b], samples[a:b])
+            keep = ~copy[a:b]
+            timeline.write(side, positions[a:b][keep], samples[a:b][keep])

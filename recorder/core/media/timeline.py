@@ -5,8 +5,9 @@ Rules (the recording's timeline contract):
 - each side is anchored at the capture time of its first packet, then placed by its
   RTP timestamps, so loss leaves silence, a duplicate lands on the same samples and a
   reordered packet goes back to its place;
-- a new SSRC, or a timestamp that strays from the capture clock by more than
-  `max_drift_s`, re-anchors the side at the capture time of that packet;
+- a new SSRC re-anchors the side at the capture time of its first packet; so does a
+  timestamp jump: a packet straying from the capture clock by more than `max_drift_s`
+  that is the newest so far, or the third stray in a row (a lone straggler is dropped);
 - audio is held for `jitter_s` behind the capture clock before it is emitted; a packet
   older than what was already emitted is counted late and dropped;
 - the recording ends with the end of the last packet placed.
@@ -27,6 +28,7 @@ Block = NDArray[np.int16]  # one row of samples per packet
 
 NS_PER_S = 1_000_000_000
 _DUP_WINDOW = 1024  # sequence numbers remembered per side to recognise duplicates
+CONFIRM_JUMP = 3  # stray packets in a row that prove a timestamp jump, not lateness
 
 
 @dataclass(slots=True)
@@ -52,8 +54,10 @@ class SideTimeline:
         "first_ext",
         "last_ext",
         "last_ts",
+        "max_ext",
         "ssrc",
         "stats",
+        "strays",
     )
 
     def __init__(self) -> None:
@@ -62,6 +66,8 @@ class SideTimeline:
         self.first_ext = 0  # extended RTP timestamp of the anchor packet
         self.last_ts = 0
         self.last_ext = 0
+        self.max_ext = 0  # newest extended timestamp placed
+        self.strays = 0  # stray packets in a row (see CallTimeline._position)
         self.buffer = np.zeros(0, dtype=np.int16)  # samples from the call's cursor onwards
         self.end = 0  # grid sample just after the last placed audio
         self._seen_new: set[int] = set()
@@ -85,27 +91,25 @@ class SideTimeline:
             self._seen_old, self._seen_new = self._seen_new, set()
         return False
 
-    def extend_ts(self, ts: int) -> int:
-        """Unwrap a 32-bit RTP timestamp relative to the last one seen (RFC 3550 §A.1 style)."""
-        delta = (ts - self.last_ts) & 0xFFFFFFFF
-        if delta >= 0x80000000:
-            delta -= 0x100000000
-        self.last_ts = ts
-        self.last_ext += delta
-        return self.last_ext
+    def remember(self, keys: list[int]) -> None:
+        """Note packets placed by a batched path, so later copies count as duplicates."""
+        self._seen_new.update(keys)
+        if len(self._seen_new) >= _DUP_WINDOW:
+            self._seen_old, self._seen_new = self._seen_new, set()
 
     def reanchor(self, ssrc: int, ts: int, grid_now: int) -> None:
         if self.ssrc is not None:
             if ssrc != self.ssrc:
                 self.stats.ssrc_changes += 1
+                self._seen_new.clear()  # a new stream: its numbers say nothing of the old
+                self._seen_old.clear()
             else:
                 self.stats.reanchors += 1
-            self._seen_new.clear()
-            self._seen_old.clear()
         self.ssrc = ssrc
         self.anchor = grid_now
         self.last_ts = ts
-        self.last_ext = self.first_ext = ts
+        self.last_ext = self.first_ext = self.max_ext = ts
+        self.strays = 0
 
 
 class CallTimeline:
@@ -130,47 +134,54 @@ class CallTimeline:
         """The grid sample that the capture clock `now_ns` corresponds to (rounded)."""
         return ((now_ns - self.origin_ns) * self.sample_rate + NS_PER_S // 2) // NS_PER_S
 
-    def _position(self, side: SideTimeline, now_ns: int, ssrc: int, ts: int, clock: int) -> int:
-        """Grid sample where this packet's first sample belongs; re-anchors when needed."""
+    def _position(
+        self, side: SideTimeline, now_ns: int, ssrc: int, ts: int, clock: int
+    ) -> int | None:
+        """Grid sample where this packet's first sample belongs, or None for a straggler
+        (dropped, counted late). A packet whose RTP time strays from the capture clock by
+        more than `max_drift` is a timestamp jump when it is the newest so far, or when
+        `CONFIRM_JUMP` stray packets come in a row: the side re-anchors there."""
         grid_now = self.grid_at(now_ns)
         if ssrc != side.ssrc:
             side.reanchor(ssrc, ts, grid_now)
             return grid_now
-        ext = side.extend_ts(ts)
+        delta = (ts - side.last_ts) & 0xFFFFFFFF
+        if delta >= 0x80000000:
+            delta -= 0x100000000
+        ext = side.last_ext + delta
         pos = side.anchor + (ext - side.first_ext) * self.sample_rate // clock
-        if abs(pos - grid_now) > self.max_drift:  # a timestamp jump: trust the capture clock
+        if abs(pos - grid_now) <= self.max_drift:
+            side.strays = 0
+            side.last_ts, side.last_ext = ts, ext
+            side.max_ext = max(side.max_ext, ext)
+            return pos
+        side.strays += 1
+        if ext > side.max_ext or side.strays >= CONFIRM_JUMP:
             side.reanchor(ssrc, ts, grid_now)
             return grid_now
-        return pos
+        side.stats.late += 1
+        return None
 
     def positions(
         self, side_no: int, times: Positions, ssrc: int, ts32: Positions, clock: int
-    ) -> Positions:
-        """Grid positions of a run of packets of one SSRC, in arrival order: the batched
-        equal of `_position` packet by packet (re-anchoring where the RTP clock strays)."""
+    ) -> Positions | None:
+        """Grid positions of a run of packets of one SSRC, in arrival order, when none of
+        them needs a decision of `_position` (a new SSRC, a stray); else None, and the
+        caller places the run packet by packet. The side's clock moves only on success."""
         side = self.sides[side_no]
-        grid = ((times - self.origin_ns) * self.sample_rate + NS_PER_S // 2) // NS_PER_S
         if ssrc != side.ssrc:
-            side.reanchor(ssrc, int(ts32[0]), int(grid[0]))
-        out = np.empty(len(ts32), dtype=np.int64)
-        start = 0
-        while start < len(ts32):
-            deltas = np.diff(ts32[start:], prepend=side.last_ts) & 0xFFFFFFFF
-            deltas[deltas >= 0x80000000] -= 0x100000000
-            ext = side.last_ext + np.cumsum(deltas)
-            pos = side.anchor + (ext - side.first_ext) * self.sample_rate // clock
-            stray = np.flatnonzero(np.abs(pos - grid[start:]) > self.max_drift)
-            if not len(stray):
-                out[start:] = pos
-                side.last_ts, side.last_ext = int(ts32[-1]), int(ext[-1])
-                break
-            k = int(stray[0])
-            out[start : start + k] = pos[:k]
-            at = start + k  # a timestamp jump: trust the capture clock from here
-            side.reanchor(ssrc, int(ts32[at]), int(grid[at]))
-            out[at] = grid[at]
-            start = at + 1
-        return out
+            return None
+        grid = ((times - self.origin_ns) * self.sample_rate + NS_PER_S // 2) // NS_PER_S
+        deltas = np.diff(ts32, prepend=side.last_ts) & 0xFFFFFFFF
+        deltas[deltas >= 0x80000000] -= 0x100000000
+        ext = side.last_ext + np.cumsum(deltas)
+        pos = side.anchor + (ext - side.first_ext) * self.sample_rate // clock
+        if (np.abs(pos - grid) > self.max_drift).any():
+            return None
+        side.strays = 0
+        side.last_ts, side.last_ext = int(ts32[-1]), int(ext[-1])
+        side.max_ext = max(side.max_ext, int(ext.max()))
+        return pos
 
     def track(self, side_no: int, now_ns: int, ssrc: int, seq: int, ts: int, clock: int) -> None:
         """Follow a packet that carries no audio (DTMF, comfort noise): its time stays silent."""
@@ -195,6 +206,8 @@ class CallTimeline:
         if side.is_duplicate(seq, ts):
             return
         pos = self._position(side, now_ns, ssrc, ts, codec.rtp_clock)
+        if pos is None:
+            return
         samples = side.decoder(codec)(payload)
         if codec.sample_rate != self.sample_rate:
             samples = resample(samples, codec.sample_rate, self.sample_rate)

@@ -1,0 +1,193 @@
+"""The batched media paths (one numpy pass per run, one per sweep across calls) must give
+exactly the recording the per-packet reference path gives, whatever the packets do."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import recorder.core.call_table as call_table
+import recorder.core.media_path as media_path
+from recorder.core.events import RecordingAudio, RecordingEnded, RecordingStarted
+from recorder.core.model import Frame
+from recorder.core.pipeline import RecorderCore
+from tests.builders import CallBuilder, rtp
+from tests.core.test_timeline_rules import CALLER_START, MS, T0
+
+_ETH_IP_UDP = struct.Struct("!6s6sHBBHHHBBH4s4sHHHH")
+
+
+def fast_udp(src: str, sport: int, dst: str, dport: int, payload: bytes) -> bytes:
+    """An Ethernet/IPv4/UDP frame without scapy (hypothesis makes many)."""
+    ip = lambda a: bytes(int(x) for x in a.split("."))  # noqa: E731
+    return (
+        _ETH_IP_UDP.pack(
+            b"\2" * 6,
+            b"\4" * 6,
+            0x0800,
+            0x45,
+            0,
+            28 + len(payload),
+            0,
+            0,
+            64,
+            17,
+            0,
+            ip(src),
+            ip(dst),
+            sport,
+            dport,
+            8 + len(payload),
+            0,
+        )
+        + payload
+    )
+
+
+def record(frames: list[Frame]) -> list[tuple[int, int, int, bytes]]:
+    core = RecorderCore()
+    for frame in frames:
+        core.receive_frame(frame)
+    core.close()
+    out: dict[int, list] = {}
+    for event in core.events():
+        if isinstance(event, RecordingStarted):
+            out[event.serial] = [event.start_ns, event.sample_rate, 0, b""]
+        elif isinstance(event, RecordingAudio):
+            out[event.serial][3] += event.pcm
+        elif isinstance(event, RecordingEnded):
+            out[event.serial][2] = event.end_ns
+    return [tuple(v) for _, v in sorted(out.items())]  # type: ignore[misc]
+
+
+def reference(frames: list[Frame], monkeypatch: pytest.MonkeyPatch) -> list:
+    with monkeypatch.context() as m:
+        m.setattr(
+            call_table, "place_calls", lambda path, calls: [path.process(c) for c in list(calls)]
+        )
+        m.setattr(media_path, "_runs", lambda datas: [(0, len(datas), None)] if datas else [])
+        return record(frames)
+
+
+packet_ops = st.lists(
+    st.tuples(
+        st.sampled_from(
+            [
+                "ok",
+                "ok",
+                "ok",
+                "ok",
+                "drop",
+                "dup",
+                "swap",
+                "late",
+                "jump",
+                "ssrc",
+                "dtmf",
+                "short",
+                "pad",
+            ]
+        ),
+        st.integers(0, 15),
+    ),
+    min_size=5,
+    max_size=120,
+)
+
+
+def build(
+    ops: list[tuple[str, int]], codec: int, ptime_ms: int, second_side: bool, n: int = 0
+) -> list[Frame]:
+    """One call (the `n`th: its own hosts, ports and SSRCs) whose caller's packets follow
+    `ops`; the callee, if `second_side`, sends a plain stream alongside."""
+    call = CallBuilder(
+        call_id=f"call-{n}@test",
+        caller_ip=f"10.1.{n}.1",
+        callee_ip=f"10.2.{n}.2",
+        pts={codec: "PCMU/8000" if codec == 0 else "PCMA/8000", 101: "telephone-event/8000"},
+    )
+    call.invite(T0)
+    call.answer(T0 + 500 * MS)
+    samples = 8 * ptime_ms
+    frames: list[tuple[int, bytes]] = []
+    ts, seq, ssrc, t = 1000, 1, 0x1111 + 1000 * n, CALLER_START
+    for i, (op, arg) in enumerate(ops):
+        t += ptime_ms * MS
+        body = bytes((i * 13 + k) % 256 for k in range(samples))
+        if op == "jump":
+            ts += 8000 * (5 + arg)
+        if op == "ssrc":
+            ssrc, ts = ssrc + 1, 40000 * arg
+        if op == "short":
+            body = body[: samples // 2]
+        packet = rtp(codec, seq, ts, ssrc, body)
+        if op == "pad":
+            packet = bytes([packet[0] | 0x20]) + packet[1:] + b"\0\0\3"
+        if op == "dtmf":
+            packet = rtp(101, seq, ts, ssrc, bytes([arg % 12, 0x8A, 0, 160]))
+        if op != "drop":
+            frames.append((t, packet))
+        if op == "dup":
+            frames.append((t + MS, packet))
+        if op == "late":
+            frames.append((t + (arg + 1) * 250 * MS, packet))
+        if op == "swap" and len(frames) >= 2:
+            (ta, pa), (tb, pb) = frames[-2], frames[-1]
+            frames[-2], frames[-1] = (ta, pb), (tb, pa)
+        ts += samples
+        seq += 1
+    out = [
+        Frame(t, 1, fast_udp(call.caller_ip, call.caller_rtp, call.callee_ip, call.callee_rtp, p))
+        for t, p in frames
+    ]
+    if second_side:
+        out += [
+            Frame(
+                t + 7 * MS,
+                1,
+                fast_udp(
+                    call.callee_ip,
+                    call.callee_rtp,
+                    call.caller_ip,
+                    call.caller_rtp,
+                    rtp(codec, 500 + k, 99 + samples * k, 0x2222 + n, bytes([k % 256]) * samples),
+                ),
+            )
+            for k, (t, _) in enumerate(frames)
+        ]
+    signalling = [f for f in call.frames]
+    return sorted(signalling + out, key=lambda f: f.ts_ns)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    ops=packet_ops,
+    codec=st.sampled_from([0, 8]),
+    ptime=st.sampled_from([10, 20, 30]),
+    second_side=st.booleans(),
+)
+def test_batched_paths_equal_the_per_packet_path(
+    ops: list[tuple[str, int]],
+    codec: int,
+    ptime: int,
+    second_side: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    frames = build(ops, codec, ptime, second_side)
+    assert record(frames) == reference(frames, monkeypatch)
+
+
+def test_many_calls_batched_equal_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    frames: list[Frame] = []
+    for n in range(20):
+        ops = [("ok", 0)] * (60 + n) + [("drop", 0), ("dup", 0), ("swap", 0)] + [("ok", 0)] * 30
+        frames += build(ops, [0, 8][n % 2], [10, 20, 30][n % 3], True, n)
+    frames.sort(key=lambda f: f.ts_ns)
+    recordings = record(frames)
+    assert len(recordings) == 20
+    assert recordings == reference(frames, monkeypatch)

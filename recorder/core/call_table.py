@@ -36,6 +36,7 @@ class CallTable:
         # Endpoint key -> (call, side that receives there).
         self.endpoints: dict[bytes, tuple[Call, int]] = {}
         self._serial = 0
+        self._by_serial: dict[int, Call] = {}
 
     def __len__(self) -> int:
         return len(self.calls)
@@ -47,7 +48,7 @@ class CallTable:
         return self.calls.get(call_id)
 
     def by_serial(self, serial: int) -> Call | None:
-        return next((c for c in self.calls.values() if c.serial == serial), None)
+        return self._by_serial.get(serial)
 
     def new_call(self, call_id: str, caller: str, callee: str, tag: str, now_ns: int) -> Call:
         if len(self.calls) >= self._limits.max_calls:
@@ -55,6 +56,7 @@ class CallTable:
         self._serial += 1
         call = Call(self._serial, call_id, caller, callee, tag, now_ns, now_ns)
         self.calls[call_id] = call
+        self._by_serial[call.serial] = call
         self._stats.calls_seen += 1
         return call
 
@@ -81,6 +83,9 @@ class CallTable:
         setup_ns = int(self._limits.setup_timeout_s * NS_PER_S)
         place_calls(self._media, self.calls.values())  # every queue, in one batch
         for call in self:
+            if call.stop_requested and not call.stopped:
+                call.stopped = True
+                self.end_recording(call, now_ns, "opt_out")
             last = max(call.last_activity_ns, call.last_rtp_ns)
             if call.end_at_ns is not None and now_ns >= call.end_at_ns:
                 self.end(call, now_ns, call.end_reason)
@@ -96,6 +101,7 @@ class CallTable:
         """Close a call: its recording, or an entry saying why it has none."""
         self._media.process(call)  # what is still queued belongs to the recording
         del self.calls[call.call_id]
+        del self._by_serial[call.serial]
         for key in call.endpoints:
             if self.endpoints.get(key, (None, 0))[0] is call:
                 del self.endpoints[key]

@@ -47,7 +47,8 @@ class Call:
     end_at_ns: int | None = None
     end_reason: str = ""
     decision: Decision = field(default_factory=lambda: Decision(record=True))
-    stopped: bool = False  # recording stopped mid-call (opt-out): the rest is not recorded
+    stop_requested: bool = False  # an opt-out: the recording closes at the next sweep
+    stopped: bool = False  # recording closed by an opt-out: the rest is not recorded
     paused_since_ns: int | None = None  # PCI DSS pause: nothing placed from then on
     pause_windows: list[tuple[int, int]] = field(default_factory=list)  # ended pauses
     # RTP queued by the hot path, per sending side: capture times and bytes, placed at flush.

@@ -190,14 +190,17 @@ class RecorderCore:
         return True
 
     def stop_recording(self, serial: int, now_ns: int, reason: str) -> bool:
-        """End the call's recording now (an opt-out); the rest of the call is not recorded."""
+        """Stop the call's recording at capture time `now_ns` (an opt-out): what came
+        before is kept, nothing after it is placed, and the recording is closed at the
+        next sweep. Safe to call from a DTMF listener while the call's media is placed."""
         call = self.calls.by_serial(serial)
-        if call is None or call.stopped:
+        if call is None or call.stop_requested:
             return False
-        self._media.process(call)
-        call.stopped = True
+        if call.paused_since_ns is None:
+            self._media.process(call)  # (a no-op when called from within placement)
+            call.paused_since_ns = now_ns  # from here on, nothing is placed
+        call.stop_requested = True
         self._events.append(RecordingMarker(serial, "stopped", now_ns, reason))
-        self.calls.end_recording(call, now_ns, reason)
         return True
 
     # -- output ------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from recorder.core.events import RecordingMarker
 from recorder.core.media.timeline import CallTimeline
 from recorder.core.policy import Decision
 
@@ -47,6 +48,8 @@ class Call:
     end_at_ns: int | None = None
     end_reason: str = ""
     decision: Decision = field(default_factory=lambda: Decision(record=True))
+    placing: bool = False  # its queued media is being placed right now
+    deferred: list[RecordingMarker] = field(default_factory=list)  # markers raised meanwhile
     stop_requested: bool = False  # an opt-out: the recording closes at the next sweep
     stopped: bool = False  # recording closed by an opt-out: the rest is not recorded
     paused_since_ns: int | None = None  # PCI DSS pause: nothing placed from then on

@@ -61,6 +61,7 @@ class RecordingMarker:
     kind: str
     at_ns: int
     detail: str = ""
+    call_id: str = ""
 
 
 Event = RecordingStarted | RecordingAudio | RecordingEnded | CallNotRecorded | RecordingMarker

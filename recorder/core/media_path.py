@@ -77,11 +77,18 @@ class MediaPath:
         call.pending_times, call.pending_datas = ([], []), ([], [])
         if call.first_rtp_ns is None:
             call.first_rtp_ns = _first_rtp(times_q, datas_q)
-        if self.dtmf_listener is not None:
-            for sender in (0, 1):  # first, so that pauses apply by capture time
-                self._scan_dtmf(call, sender, times_q[sender], datas_q[sender])
-        for sender in (0, 1):
-            self.process_side(call, sender, times_q[sender], datas_q[sender])
+        call.placing = True  # markers raised by the DTMF listener wait for the recording
+        try:
+            if self.dtmf_listener is not None:
+                for sender in (0, 1):  # first, so that pauses apply by capture time
+                    self._scan_dtmf(call, sender, times_q[sender], datas_q[sender])
+            for sender in (0, 1):
+                self.process_side(call, sender, times_q[sender], datas_q[sender])
+        finally:
+            call.placing = False
+        for marker in call.deferred:
+            self._emit(marker)
+        call.deferred.clear()
 
     def process_side(self, call: Call, sender: int, times: list[int], datas: list[bytes]) -> None:
         """Place one side's packets: alike runs at once, the rest one by one."""

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Iterator
 
 from recorder.core.call_table import CallTable, endpoint_key
+from recorder.core.calls import Call
 from recorder.core.events import Event, RecordingMarker
 from recorder.core.limits import CoreLimits
 from recorder.core.media.timeline import NS_PER_S
@@ -176,7 +177,7 @@ class RecorderCore:
             return False
         self._media.process(call)  # what arrived before the pause is placed as it was
         call.paused_since_ns = now_ns
-        self._events.append(RecordingMarker(serial, "paused", now_ns, reason))
+        self._mark(call, RecordingMarker(serial, "paused", now_ns, reason, call.call_id))
         return True
 
     def resume(self, serial: int, now_ns: int, reason: str) -> bool:
@@ -186,7 +187,7 @@ class RecorderCore:
         self._media.process(call)  # what arrived during the pause is dropped now
         call.pause_windows.append((call.paused_since_ns, now_ns))
         call.paused_since_ns = None
-        self._events.append(RecordingMarker(serial, "resumed", now_ns, reason))
+        self._mark(call, RecordingMarker(serial, "resumed", now_ns, reason, call.call_id))
         return True
 
     def stop_recording(self, serial: int, now_ns: int, reason: str) -> bool:
@@ -200,8 +201,15 @@ class RecorderCore:
             self._media.process(call)  # (a no-op when called from within placement)
             call.paused_since_ns = now_ns  # from here on, nothing is placed
         call.stop_requested = True
-        self._events.append(RecordingMarker(serial, "stopped", now_ns, reason))
+        self._mark(call, RecordingMarker(serial, "stopped", now_ns, reason, call.call_id))
         return True
+
+    def _mark(self, call: Call, marker: RecordingMarker) -> None:
+        """Emit a marker after any RecordingStarted that the placement under way emits."""
+        if call.placing:
+            call.deferred.append(marker)
+        else:
+            self._events.append(marker)
 
     # -- output ------------------------------------------------------------------------
 

@@ -225,6 +225,7 @@ class ArchiveWriter:
         self._audit.append(
             f"recording.{event.kind}",
             recording_id=rec.recording_id if rec is not None else None,
+            call_id=event.call_id,
             at=rfc3339_ns(event.at_ns),
             detail=event.detail,
         )

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,7 @@ def free_udp_ports(n: int) -> list[int]:
     return ports
 
 
-def port_filter(ports: list[int], ranges: list[tuple[int, int]] = ()) -> str:  # type: ignore[assignment]
+def port_filter(ports: list[int], ranges: Sequence[tuple[int, int]] = ()) -> str:
     """A BPF filter for UDP on exactly these ports and port ranges."""
     terms = [f"port {p}" for p in ports] + [f"portrange {a}-{b}" for a, b in ranges]
     return f"udp and ({' or '.join(terms)})"

@@ -105,6 +105,7 @@ class CallTable:
         for key in call.endpoints:
             if self.endpoints.get(key, (None, 0))[0] is call:
                 del self.endpoints[key]
+        self._end_raw(call, reason)
         if call.timeline is not None:
             self.end_recording(call, now_ns, reason)
             return
@@ -115,6 +116,15 @@ class CallTable:
                 call.call_id, call.caller, call.callee, call.first_ns, now_ns, outcome, why
             )
         )
+
+    def _end_raw(self, call: Call, reason: str) -> None:
+        """Close the recording of raw RTP the call's undecodable media was kept in."""
+        raw = call.raw
+        if raw.started:
+            self._media.emit_raw(call)
+            self._stats.recordings_ended += 1
+            stats = {"packets": raw.packets}
+            self._emit(RecordingEnded(-call.serial, raw.last_ns, reason, tuple(raw.codecs), stats))
 
     def end_recording(self, call: Call, now_ns: int, reason: str) -> None:
         """Close the call's recording (the call itself may go on, unrecorded)."""
@@ -140,7 +150,8 @@ def _why_not_recorded(call: Call, reason: str) -> tuple[str, str]:
     if not call.decision.record:
         return "not_selected", call.decision.reason or "no recording rule matched"
     if call.undecodable:
-        return "undecodable", ",".join(sorted(call.undecodable))
+        kept = " (raw RTP kept encrypted)" if call.raw.started else ""
+        return "undecodable", ",".join(sorted(call.undecodable)) + kept
     if call.state in (FAILED, CANCELLED):
         return (
             "not_answered",

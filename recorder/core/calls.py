@@ -22,6 +22,18 @@ CALLING, EARLY, ANSWERED, FAILED, CANCELLED = "calling", "early", "answered", "f
 
 
 @dataclass(slots=True)
+class RawMedia:
+    """Media of the call that cannot be decoded, kept as raw RTP (see MediaPath.keep_raw)."""
+
+    started: bool = False
+    first_ns: int = 0
+    last_ns: int = 0
+    packets: int = 0
+    codecs: list[str] = field(default_factory=list)
+    records: bytearray = field(default_factory=bytearray)  # not yet handed to the writer
+
+
+@dataclass(slots=True)
 class Call:
     serial: int
     call_id: str
@@ -45,6 +57,7 @@ class Call:
     next_flush_ns: int = 0
     codecs: list[str] = field(default_factory=list)  # encodings decoded, in order of appearance
     undecodable: dict[str, int] = field(default_factory=dict)  # reason -> packets
+    raw: RawMedia = field(default_factory=RawMedia)
     end_at_ns: int | None = None
     end_reason: str = ""
     decision: Decision = field(default_factory=lambda: Decision(record=True))

@@ -20,11 +20,13 @@ class RecordingStarted:
     retention_class: str = "default"
     notice: str = ""
     rule: str = "default"
+    content: str = "pcm_s16le"  # or "rtp": records of raw RTP (RAW_RECORD + packet bytes)
 
 
 @dataclass(frozen=True, slots=True)
 class RecordingAudio:
-    """Interleaved s16le PCM (channel 0 caller, channel 1 callee) continuing the recording."""
+    """More of the recording: interleaved s16le PCM (channel 0 caller, channel 1 callee),
+    or raw RTP records for a recording whose content is "rtp"."""
 
     serial: int
     pcm: bytes

@@ -11,6 +11,7 @@ which is the reference the batched path must match (tests/core/test_batch_equiva
 from __future__ import annotations
 
 import itertools
+import struct
 from collections.abc import Callable
 
 import numpy as np
@@ -28,6 +29,8 @@ from recorder.errors import DecodeError
 
 # RFC 4733 §3.2: event codes 0-15 of the DTMF table.
 _DTMF_DIGITS = "0123456789*#ABCD"
+# A kept raw RTP packet: capture time (ns), sending side (0 caller, 1 callee), length.
+RAW_RECORD = struct.Struct("!QBH")
 MAX_PENDING = 4096  # packets queued per call side before a flush is forced (flood bound)
 Stamps = NDArray[np.int64]
 Block = NDArray[np.uint8]  # one RTP packet a row
@@ -65,9 +68,19 @@ class MediaPath:
         call.next_flush_ns = now_ns + self._flush_ns
         timeline = call.timeline
         if timeline is not None:
-            pcm = timeline.flush_until(timeline.due_sample(now_ns))
+            # Never past the last packet placed: a call that ends after a long silence
+            # must not leave that silence in its recording (it ends with its last packet).
+            target = min(timeline.due_sample(now_ns), timeline.end_sample())
+            pcm = timeline.flush_until(target)
             if pcm:
                 self._emit(RecordingAudio(call.serial, pcm))
+        self.emit_raw(call)
+
+    def emit_raw(self, call: Call) -> None:
+        """Hand the writer the raw RTP kept so far."""
+        if call.raw.records:
+            self._emit(RecordingAudio(-call.serial, bytes(call.raw.records)))
+            call.raw.records.clear()
 
     def process(self, call: Call) -> None:
         """Place the queued packets of both sides of one call."""
@@ -119,6 +132,9 @@ class MediaPath:
         if count:
             stats.rtp_packets += 1
         found = self.codec(call, sender, pt, 1)
+        if isinstance(found, str):
+            self.keep_raw(call, sender, found, [now_ns], [data])
+            return
         if found is None:
             return
         encoding, clock, codec = found
@@ -140,6 +156,9 @@ class MediaPath:
         if count:
             self._stats.rtp_packets += packets
         found = self.codec(call, sender, int(block[0, 1]) & 0x7F, packets)
+        if isinstance(found, str):
+            self.keep_raw(call, sender, found, times.tolist(), [row.tobytes() for row in block])
+            return
         if found is None:
             return
         encoding, clock, codec = found
@@ -182,14 +201,16 @@ class MediaPath:
 
     def codec(
         self, call: Call, sender: int, pt: int, count: int
-    ) -> tuple[str, int, CodecInfo | None] | None:
-        """What the packets carry, or None (counted) when they cannot be recorded."""
+    ) -> tuple[str, int, CodecInfo | None] | str | None:
+        """What the packets carry: (encoding, clock, decoder or None for silent payloads);
+        a string naming media we cannot decode, whose raw RTP the caller keeps
+        (`keep_raw`); or None (counted) when nothing is to be kept."""
         if not call.decision.record or call.stopped:
             return None  # not recorded by policy, or stopped by an opt-out: nothing is kept
         receiver = 1 - sender
         if receiver in call.srtp_sides:
-            call.undecodable["srtp"] = call.undecodable.get("srtp", 0) + count
-            return None
+            call.undecodable["SRTP"] = call.undecodable.get("SRTP", 0) + count
+            return "SRTP"
         mapping = call.encoding_for(receiver, pt)
         if mapping is None:
             self._stats.drops[("rtp", "unknown_payload_type")] += count
@@ -198,10 +219,28 @@ class MediaPath:
         codec = DECODABLE.get(encoding)
         if codec is None and encoding not in SILENT_ENCODINGS:
             call.undecodable[encoding] = call.undecodable.get(encoding, 0) + count
-            return None
+            return encoding
         if codec is not None and encoding not in call.codecs:
             call.codecs.append(encoding)
         return encoding, clock, codec
+
+    def keep_raw(
+        self, call: Call, sender: int, what: str, times: list[int], datas: list[bytes]
+    ) -> None:
+        """Keep media we cannot decode as it came (RTP header included), in a recording of
+        its own (content "rtp", serial -call.serial), so it can be decoded later."""
+        if not call.raw.started:
+            call.raw.started = True
+            call.raw.first_ns = min(times)
+            self._emit(self._started(call, -call.serial, call.raw.first_ns, 8000, 1, "rtp"))
+        if what not in call.raw.codecs:
+            call.raw.codecs.append(what)
+        records = call.raw.records
+        for when, data in zip(times, datas, strict=True):
+            records += RAW_RECORD.pack(when, sender, len(data))
+            records += data
+        call.raw.packets += len(datas)
+        call.raw.last_ns = max(call.raw.last_ns, max(times))
 
     def _scan_dtmf(self, call: Call, sender: int, times: list[int], datas: list[bytes]) -> None:
         """Report each new RFC 4733 event once: all packets of one event share its RTP
@@ -234,24 +273,28 @@ class MediaPath:
             jitter_s=self._limits.jitter_s,
             max_drift_s=self._limits.max_drift_s,
         )
-        self._stats.recordings_started += 1
-        self._emit(
-            RecordingStarted(
-                serial=call.serial,
-                call_id=call.call_id,
-                caller=call.caller,
-                callee=call.callee,
-                start_ns=call.first_rtp_ns,
-                sample_rate=rate,
-                channels=2,
-                purpose=call.decision.purpose,
-                legal_basis=call.decision.legal_basis,
-                retention_class=call.decision.retention_class,
-                notice=call.decision.notice,
-                rule=call.decision.rule,
-            )
-        )
+        self._emit(self._started(call, call.serial, call.first_rtp_ns, rate, 2, "pcm_s16le"))
         return call.timeline
+
+    def _started(
+        self, call: Call, serial: int, start_ns: int, rate: int, channels: int, content: str
+    ) -> RecordingStarted:
+        self._stats.recordings_started += 1
+        return RecordingStarted(
+            serial=serial,
+            call_id=call.call_id,
+            caller=call.caller,
+            callee=call.callee,
+            start_ns=start_ns,
+            sample_rate=rate,
+            channels=channels,
+            purpose=call.decision.purpose,
+            legal_basis=call.decision.legal_basis,
+            retention_class=call.decision.retention_class,
+            notice=call.decision.notice,
+            rule=call.decision.rule,
+            content=content,
+        )
 
 
 def _first_rtp(

@@ -51,6 +51,7 @@ class RecordingRow:
     created_ns: int | None = None  # set to the wall clock by add_recording when None
     reason: str | None = None  # how it ended, or why it is incomplete
     notes: str | None = None
+    content: str = "pcm_s16le"  # or "rtp": raw RTP of media the recorder cannot decode
 
     def to_public_dict(self) -> dict[str, Any]:
         """The JSON contract of `recorder list --json`: times as RFC 3339 UTC strings."""
@@ -78,6 +79,7 @@ class RecordingRow:
             "legal_basis": self.legal_basis,
             "retention_class": self.retention_class,
             "expires": None if self.expires_ns is None else rfc3339_ns(self.expires_ns),
+            "content": self.content,
         }
 
 
@@ -157,7 +159,12 @@ def _v2(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX recordings_by_callee ON recordings (callee)")
 
 
-_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
+def _v3(db: sqlite3.Connection) -> None:
+    """What a recording holds: PCM audio, or the raw RTP of media that cannot be decoded."""
+    db.execute("ALTER TABLE recordings ADD COLUMN content TEXT NOT NULL DEFAULT 'pcm_s16le'")
+
+
+_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 

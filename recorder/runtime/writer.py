@@ -145,7 +145,7 @@ class ArchiveWriter:
         refusal = self._admission()
         if refusal is not None:
             self.stats.refused += 1
-            log.error("call not recorded: %s", refusal)
+            log.debug("call not recorded: %s", refusal)  # the disk guard logs the transition
             self._audit.append("recording.refused", outcome="failure", reason=refusal)
             self._index.add_call(
                 call_id=event.call_id,
@@ -168,10 +168,10 @@ class ArchiveWriter:
         header = RecordingHeader(
             recording_id=recording_id,
             created_ns=event.start_ns,
-            content="pcm_s16le",
+            content=event.content,
             sample_rate=event.sample_rate,
             channels=event.channels,
-            channel_map=("caller", "callee"),
+            channel_map=("caller", "callee") if event.channels == 2 else ("rtp",),
         )
         sealer = RecordingWriter(header, file_key, os.urandom(32))
         partial = str(final) + PARTIAL_SUFFIX.removeprefix(".rec")
@@ -196,6 +196,7 @@ class ArchiveWriter:
                 channels=event.channels,
                 complete=False,
                 state="open",
+                content=event.content,
                 path=relative,
                 sha256="",
                 size=0,
@@ -213,6 +214,7 @@ class ArchiveWriter:
             kid=self._master.kid,
             header_sha256=hashlib.sha256(sealer.header.raw).hexdigest(),
             path=relative,
+            content=event.content,
             purpose=event.purpose,
             retention_class=event.retention_class,
             rule=event.rule,

@@ -169,6 +169,7 @@ def test_public_dict_contract(index: Index) -> None:
         "legal_basis": None,
         "retention_class": "default",
         "expires": "2024-02-01T03:04:05.123456Z",
+        "content": "pcm_s16le",
     }
 
 

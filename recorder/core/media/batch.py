@@ -108,6 +108,9 @@ def _place(path: MediaPath, streams: list[_Stream], length: int) -> None:
             continue
         path.count_rtp(counts[g])
         found = path.codec(stream.call, stream.sender, kinds_l[g], counts[g])
+        if isinstance(found, str):
+            path.keep_raw(stream.call, stream.sender, found, stream.times, stream.datas)
+            continue
         if found is None:
             continue
         encoding, clock, codec = found

@@ -11,6 +11,7 @@ from recorder.core.limits import CoreLimits
 from recorder.core.media.batch import place_calls
 from recorder.core.media.timeline import NS_PER_S
 from recorder.core.media_path import MediaPath
+from recorder.core.model import Datagram
 from recorder.core.stats import CoreStats
 
 
@@ -37,6 +38,7 @@ class CallTable:
         self.endpoints: dict[bytes, tuple[Call, int]] = {}
         self._serial = 0
         self._by_serial: dict[int, Call] = {}
+        self._by_port: dict[int, list[tuple[Call, int]]] = {}  # SDP media port -> holders
 
     def __len__(self) -> int:
         return len(self.calls)
@@ -69,6 +71,37 @@ class CallTable:
         key = endpoint_key(ip, port)
         self.endpoints[key] = (call, side)
         call.endpoints.add(key)
+        holders = self._by_port.setdefault(port, [])
+        if (call, side) not in holders:
+            holders.append((call, side))
+
+    def latch(self, dg: Datagram) -> tuple[Call, int] | None:
+        """Match RTP that NAT moved off its SDP addresses (symmetric RTP, RFC 4961): the
+        ports are kept, the addresses are not. A packet is taken for a call when its two
+        ports are that call's two SDP ports (one call only), or when one port is a side's
+        SDP port and its address is where that side's SIP came from. The addresses seen
+        are then learnt as the call's, so the rest of the stream takes the fast path.
+        Returns (call, sending side) or None; another call's endpoint is never taken."""
+        payload = dg.payload
+        if len(payload) < 12 or payload[0] >> 6 != 2:
+            return None  # not RTP
+        src = [(c, s) for c, s in self._by_port.get(dg.sport, ()) if c.call_id in self.calls]
+        dst = [(c, s) for c, s in self._by_port.get(dg.dport, ()) if c.call_id in self.calls]
+        pairs = {(c.serial, s): c for c, s in src for c2, s2 in dst if c is c2 and s != s2}
+        if len(pairs) != 1:
+            pairs = {(c.serial, s): c for c, s in src if dg.src_ip in c.sip_addrs[s]}
+            pairs.update({(c.serial, 1 - s): c for c, s in dst if dg.dst_ip in c.sip_addrs[s]})
+        if len(pairs) != 1:
+            return None  # nothing, or ambiguous: better unmatched than another call's
+        ((_serial, sender), call), *_ = pairs.items()
+        for ip, port in ((dg.src_ip, dg.sport), (dg.dst_ip, dg.dport)):
+            holder = self.endpoints.get(endpoint_key(ip, port))
+            if holder is not None and holder[0] is not call:
+                return None
+        self.add_endpoint(call, sender, dg.src_ip, dg.sport)
+        self.add_endpoint(call, 1 - sender, dg.dst_ip, dg.dport)
+        self._stats.latched += 1
+        return call, sender
 
     def _evict(self, now_ns: int) -> None:
         """Past the cap, end the least recently active call, preferring one not recording."""
@@ -105,6 +138,12 @@ class CallTable:
         for key in call.endpoints:
             if self.endpoints.get(key, (None, 0))[0] is call:
                 del self.endpoints[key]
+            port = int.from_bytes(key[-2:], "big")
+            holders = [h for h in self._by_port.get(port, ()) if h[0] is not call]
+            if holders:
+                self._by_port[port] = holders
+            else:
+                self._by_port.pop(port, None)
         self._end_raw(call, reason)
         if call.timeline is not None:
             self.end_recording(call, now_ns, reason)

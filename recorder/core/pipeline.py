@@ -112,6 +112,10 @@ class RecorderCore:
                 return
             if looks_like_sip(dg.payload):
                 self._sip(dg.payload, now, dg.src_ip, dg.dst_ip)
+                return
+            latched = self.calls.latch(dg)
+            if latched is not None:
+                self._media.enqueue(latched[0], latched[1], now, dg.payload)
             else:
                 self.stats.drop("udp", "unmatched")
         elif dg.proto == PROTO_TCP:
@@ -135,6 +139,8 @@ class RecorderCore:
         except DecodeError as exc:
             self.stats.drop(exc.layer, exc.reason)
             return
+        if msg.body_short:
+            self.stats.anomalies["sip_body_shorter_than_content_length"] += 1
         self._signalling.receive(msg, now, src_ip, dst_ip)
 
     # -- time --------------------------------------------------------------------------

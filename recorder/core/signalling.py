@@ -58,6 +58,8 @@ class Signalling:
         else:
             sender = call.sender_of_response(msg.from_tag)
             self._response(call, msg, now_ns)
+        if len(call.sip_addrs[sender]) < 4:
+            call.sip_addrs[sender].add(src_ip)
         if msg.body and "sdp" in (msg.content_type or "application/sdp").lower():
             self._learn_media(call, sender, msg.body)
 

@@ -224,8 +224,6 @@ MALFORMED: list[tuple[bytes, str]] = [
     (HEAD + b"Content-Length: 9999999999\r\n\r\n", "bad_content_length"),
     (HEAD + b"Content-Length: \xd9\xa1\r\n\r\n", "bad_content_length"),
     (HEAD + b"Content-Length: 2\r\nl: 3\r\n\r\nabc", "bad_content_length"),
-    (HEAD + b"Content-Length: 10\r\n\r\nshort", "truncated_body"),
-    (HEAD + b"Content-Length: 1\r\n", "truncated_body"),
     (HEAD + b"X: " + b"a" * (MAX_LINE_CHARS + 1) + b"\r\n\r\n", "line_too_long"),
     (b"OPTIONS sip:" + b"a" * MAX_LINE_CHARS + b" SIP/2.0\r\n\r\n", "line_too_long"),
     (HEAD + b"X: v\r\n" * MAX_HEADERS + b"\r\n", "too_many_headers"),
@@ -287,3 +285,13 @@ def test_looks_like_sip_accepts_samples(data: bytes) -> None:
 )
 def test_looks_like_sip_table(data: bytes, expected: bool) -> None:
     assert looks_like_sip(data) is expected
+
+
+@pytest.mark.parametrize(
+    ("data", "body"),
+    [(HEAD + b"Content-Length: 10\r\n\r\nshort", b"short"), (HEAD + b"Content-Length: 1\r\n", b"")],
+)
+def test_body_shorter_than_content_length_is_kept_and_flagged(data: bytes, body: bytes) -> None:
+    msg = parse_sip(data)
+    assert msg.body == body
+    assert msg.body_short is True

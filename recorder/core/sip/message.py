@@ -57,7 +57,6 @@ REASONS = frozenset(
         "bad_header_name",
         "bad_folding",
         "bad_content_length",
-        "truncated_body",
     }
 )
 
@@ -92,7 +91,8 @@ class SipMessage:
 
     `headers` keeps wire order as (canonical lower-case full name, value);
     compact forms are expanded and folded lines joined with one space.
-    `body` is exactly Content-Length bytes when the header is present.
+    `body` is exactly Content-Length bytes when the header is present, unless the
+    datagram ended first: then `body_short` is set and `body` is what there was.
     """
 
     method: str | None
@@ -101,6 +101,7 @@ class SipMessage:
     reason: str | None
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
+    body_short: bool = False
 
     @property
     def is_request(self) -> bool:
@@ -258,8 +259,10 @@ def _content_length(headers: list[tuple[str, str]]) -> int | None:
 def parse_sip(data: bytes) -> SipMessage:
     """Parse one complete SIP message (a UDP payload or one framed TCP message).
 
-    With Content-Length, the body is cut to it (a shorter datagram raises
-    `truncated_body`); without it the body is the rest of the data.
+    With Content-Length, the body is cut to it; without it the body is the rest of the
+    data. A datagram shorter than its Content-Length is kept with `body_short` set: a
+    passive recorder follows what the endpoints accepted (a UA that miscounts its SDP, a
+    capture cut by its snap length), and the caller counts the anomaly.
     Raises only `DecodeError("sip", reason)` with reason in `REASONS`.
     """
     if len(data) > MAX_MESSAGE_BYTES:
@@ -280,7 +283,8 @@ def parse_sip(data: bytes) -> SipMessage:
     if length is None:
         msg.body = rest
     elif len(rest) < length:
-        raise DecodeError(LAYER, "truncated_body")
+        msg.body = rest
+        msg.body_short = True
     else:
         msg.body = rest[:length]
     return msg

@@ -145,7 +145,7 @@ class CallTable:
             else:
                 self._by_port.pop(port, None)
         self._end_raw(call, reason)
-        if call.timeline is not None:
+        if call.recording_open:
             self.end_recording(call, now_ns, reason)
             return
         outcome, why = _why_not_recorded(call, reason)
@@ -168,7 +168,7 @@ class CallTable:
     def end_recording(self, call: Call, now_ns: int, reason: str) -> None:
         """Close the call's recording (the call itself may go on, unrecorded)."""
         timeline = call.timeline
-        if timeline is not None:
+        if timeline is not None and call.recording_open:
             self._media.process(call)
             call.timeline = None
             tail = timeline.finish()
@@ -200,4 +200,6 @@ def _why_not_recorded(call: Call, reason: str) -> tuple[str, str]:
         return "not_answered", f"no answer ({reason})"
     if call.first_rtp_ns is None:
         return "no_audio", "no RTP seen for the call"
+    if call.timeline is not None:
+        return "no_audio", "only DTMF events or comfort noise, no audio"
     return "no_audio", "RTP seen but none could be placed"

@@ -56,6 +56,7 @@ class Call:
     first_rtp_ns: int | None = None
     last_rtp_ns: int = 0
     timeline: CallTimeline | None = None
+    recording_open: bool = False  # RecordingStarted emitted (with the first audio placed)
     next_flush_ns: int = 0
     codecs: list[str] = field(default_factory=list)  # encodings decoded, in order of appearance
     undecodable: dict[str, int] = field(default_factory=dict)  # reason -> packets

@@ -67,7 +67,7 @@ class MediaPath:
         """Hand the writer the audio that no late packet can still change."""
         call.next_flush_ns = now_ns + self._flush_ns
         timeline = call.timeline
-        if timeline is not None:
+        if timeline is not None and call.recording_open:
             # Never past the last packet placed: a call that ends after a long silence
             # must not leave that silence in its recording (it ends with its last packet).
             target = min(timeline.due_sample(now_ns), timeline.end_sample())
@@ -143,6 +143,7 @@ class MediaPath:
         if codec is None or _paused(call, now_ns):
             timeline.track(sender, now_ns, ssrc, seq, ts, clock)
         else:
+            self._open(call)
             timeline.place(sender, now_ns, ssrc, seq, ts, codec, payload)
 
     # -- a run of alike packets, at once ----------------------------------------------------
@@ -191,6 +192,7 @@ class MediaPath:
             positions, block = positions[keep], block[keep]
             if not len(positions):
                 return
+        self._open(call)
         samples = side.decoder(codec)(block[:, 12:].tobytes()).reshape(len(positions), -1)
         if codec.sample_rate != timeline.sample_rate:
             samples = resample(samples, codec.sample_rate, timeline.sample_rate)
@@ -263,7 +265,9 @@ class MediaPath:
             self.dtmf_listener.on_digit(call.serial, sender, _DTMF_DIGITS[payload[0]], now_ns)
 
     def _start(self, call: Call, encoding: str) -> CallTimeline:
-        """Open the recording: sample 0 is the call's first RTP packet, whatever its codec."""
+        """The call's timeline: sample 0 is its first RTP packet, whatever it carries. The
+        recording itself opens with the first audio (`_open`): a call that only ever sends
+        DTMF events or comfort noise has nothing to record."""
         assert call.first_rtp_ns is not None
         wideband = "G722" in (encoding, call.first_codec)
         rate = 16000 if wideband else 8000
@@ -273,8 +277,17 @@ class MediaPath:
             jitter_s=self._limits.jitter_s,
             max_drift_s=self._limits.max_drift_s,
         )
-        self._emit(self._started(call, call.serial, call.first_rtp_ns, rate, 2, "pcm_s16le"))
         return call.timeline
+
+    def _open(self, call: Call) -> None:
+        if not call.recording_open:
+            call.recording_open = True
+            timeline, origin = call.timeline, call.first_rtp_ns
+            assert timeline is not None
+            assert origin is not None
+            self._emit(
+                self._started(call, call.serial, origin, timeline.sample_rate, 2, "pcm_s16le")
+            )
 
     def _started(
         self, call: Call, serial: int, start_ns: int, rate: int, channels: int, content: str

@@ -67,7 +67,7 @@ def _batchable(call: Call, path: MediaPath) -> bool:
     if not call.pending_times[0] and not call.pending_times[1]:
         return False
     return (
-        call.timeline is not None
+        call.recording_open
         and call.decision.record
         and not call.stopped
         and call.paused_since_ns is None

@@ -39,6 +39,8 @@ class CallTable:
         self._serial = 0
         self._by_serial: dict[int, Call] = {}
         self._by_port: dict[int, list[tuple[Call, int]]] = {}  # SDP media port -> holders
+        self._other: dict[bytes, Call] = {}  # endpoints of the calls' non-audio media
+        self._other_ports: dict[int, list[Call]] = {}  # their ports, for NAT'd streams
 
     def __len__(self) -> int:
         return len(self.calls)
@@ -74,6 +76,25 @@ class CallTable:
         holders = self._by_port.setdefault(port, [])
         if (call, side) not in holders:
             holders.append((call, side))
+
+    def add_other_media(self, call: Call, ip: bytes, port: int) -> None:
+        """A non-audio stream of the call (video, T.38 fax): known, deliberately not recorded."""
+        key = endpoint_key(ip, port)
+        self._other[key] = call
+        call.other_endpoints.add(key)
+        holders = self._other_ports.setdefault(port, [])
+        if call not in holders:
+            holders.append(call)
+
+    def other_media(self, dg: Datagram) -> bool:
+        """Is this a known non-audio stream: by address, or (NAT) by its two SDP ports?"""
+        other = self._other
+        if endpoint_key(dg.dst_ip, dg.dport) in other or endpoint_key(dg.src_ip, dg.sport) in other:
+            return True
+        ports = {
+            key[-2:] for c in (self._other_ports.get(dg.sport, ())) for key in c.other_endpoints
+        }
+        return dg.dport.to_bytes(2, "big") in ports and dg.sport.to_bytes(2, "big") in ports
 
     def latch(self, dg: Datagram) -> tuple[Call, int] | None:
         """Match RTP that NAT moved off its SDP addresses (symmetric RTP, RFC 4961): the
@@ -135,6 +156,15 @@ class CallTable:
         self._media.process(call)  # what is still queued belongs to the recording
         del self.calls[call.call_id]
         del self._by_serial[call.serial]
+        for key in call.other_endpoints:
+            if self._other.get(key) is call:
+                del self._other[key]
+            port = int.from_bytes(key[-2:], "big")
+            others = [c for c in self._other_ports.get(port, ()) if c is not call]
+            if others:
+                self._other_ports[port] = others
+            else:
+                self._other_ports.pop(port, None)
         for key in call.endpoints:
             if self.endpoints.get(key, (None, 0))[0] is call:
                 del self.endpoints[key]

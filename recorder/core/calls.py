@@ -51,6 +51,7 @@ class Call:
     srtp_sides: set[int] = field(default_factory=set)
     first_codec: str = ""  # first audio encoding offered/answered (chooses the sample rate)
     endpoints: set[bytes] = field(default_factory=set)
+    other_endpoints: set[bytes] = field(default_factory=set)  # video, fax: not recorded
     # Addresses each side's SIP came from (for NAT latching), a few at most.
     sip_addrs: tuple[set[bytes], set[bytes]] = field(default_factory=lambda: (set(), set()))
     first_rtp_ns: int | None = None

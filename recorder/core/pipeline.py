@@ -23,6 +23,7 @@ from recorder.core.media.timeline import NS_PER_S
 from recorder.core.media_path import MAX_PENDING, MediaPath
 from recorder.core.model import LINKTYPE_ETHERNET, PROTO_TCP, PROTO_UDP, Datagram, Frame
 from recorder.core.net.decoder import NetDecoder
+from recorder.core.orphans import OrphanStreams
 from recorder.core.policy import DtmfListener, RecordEverything, RecordingPolicy
 from recorder.core.signalling import Signalling
 from recorder.core.sip.message import looks_like_sip, parse_sip
@@ -48,6 +49,7 @@ class RecorderCore:
         self._tcp = TcpSipStreams()
         self._media = MediaPath(self.limits, self.stats, self._events.append)
         self.calls = CallTable(self.limits, self.stats, self._media, self._events.append)
+        self._orphans = OrphanStreams()
         self._signalling = Signalling(
             self.limits, self.stats, self.calls, policy or RecordEverything()
         )
@@ -116,9 +118,15 @@ class RecorderCore:
             latched = self.calls.latch(dg)
             if latched is not None:
                 self._media.enqueue(latched[0], latched[1], now, dg.payload)
+            elif self.calls.other_media(dg):
+                self.stats.drop("rtp", "not_audio")  # video or fax of a call we follow
+            elif self._orphans.note(dg, now):
+                self.stats.drop("rtp", "unsignalled")  # reported when the stream ends
             else:
                 self.stats.drop("udp", "unmatched")
         elif dg.proto == PROTO_TCP:
+            if 5061 in (dg.sport, dg.dport) and dg.payload:
+                self._orphans.tls_seen = True  # SIP over TLS: what it carries is not ours
             key = (dg.src_ip, dg.sport, dg.dst_ip, dg.dport)
             # Only SIP streams are reassembled: a known stream, the SIP ports, or a first
             # payload that starts like SIP (TLS, HTTP and the rest cost one check).
@@ -158,12 +166,14 @@ class RecorderCore:
         for (src_ip, _sport, dst_ip, _dport), message in self._tcp.expire(now):
             self._sip(message, now, src_ip, dst_ip)  # released from behind a hole
         self.calls.sweep(now)
+        self._events.extend(self._orphans.expire(now))
 
     def close(self, now_ns: int | None = None, reason: str = "end_of_capture") -> None:
         """End every call still open (end of the captures, or shutdown)."""
         now = max(self.now_ns, now_ns or 0)
         for call in self.calls:
             self.calls.end(call, now, reason)
+        self._events.extend(self._orphans.expire(now, everything=True))
 
     # -- control (PCI DSS pause/resume, opt-out) -----------------------------------------
 

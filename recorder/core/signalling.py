@@ -99,7 +99,11 @@ class Signalling:
             self._stats.drop(exc.layer, exc.reason)
             return
         for media in sdp.media:
-            if media.kind != "audio" or media.port == 0:
+            if media.port == 0:
+                continue
+            if media.kind != "audio":
+                if media.connection is not None and len(call.other_endpoints) < 16:
+                    self._table.add_other_media(call, media.connection, media.port)
                 continue
             self._learn_payload_types(call, sender, media)
             address = media.connection

@@ -1,0 +1,85 @@
+"""RTP that no signalling explains: SIP over TLS (encrypted), SIP outside the capture, or
+a mirror port that only sees media. Such streams are not recorded (which call, which
+side, which codec is unknown), but they are never dropped silently: each becomes an index
+entry saying what was seen and why it was not recorded."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from recorder.core.events import CallNotRecorded
+from recorder.core.model import Datagram
+
+FlowKey = tuple[bytes, int, bytes, int]
+
+
+@dataclass(slots=True)
+class _Flow:
+    first_ns: int
+    last_ns: int
+    payload_type: int
+    packets: int = 0
+
+
+class OrphanStreams:
+    """Bounded table of unexplained RTP-looking flows; idle ones are reported."""
+
+    def __init__(
+        self, *, max_flows: int = 10_000, idle_ns: int = 60 * 10**9, min_packets: int = 10
+    ) -> None:
+        self._flows: OrderedDict[FlowKey, _Flow] = OrderedDict()
+        self._max_flows = max_flows
+        self._idle_ns = idle_ns
+        self._min_packets = min_packets  # fewer is noise, not a stream
+        self.evicted = 0
+        self.tls_seen = False  # SIP over TLS on the wire: the likely reason
+
+    def note(self, dg: Datagram, now_ns: int) -> bool:
+        """Count a UDP datagram no call claimed; False if it does not look like RTP."""
+        payload = dg.payload
+        if len(payload) < 12 or payload[0] >> 6 != 2 or 72 <= payload[1] & 0x7F <= 76:
+            return False
+        key = (dg.src_ip, dg.sport, dg.dst_ip, dg.dport)
+        flow = self._flows.get(key)
+        if flow is None:
+            if len(self._flows) >= self._max_flows:
+                self._flows.popitem(last=False)
+                self.evicted += 1
+            flow = self._flows[key] = _Flow(now_ns, now_ns, payload[1] & 0x7F)
+        flow.packets += 1
+        flow.last_ns = now_ns
+        return True
+
+    def expire(self, now_ns: int, *, everything: bool = False) -> list[CallNotRecorded]:
+        """Reports for the flows idle for `idle_ns` (or all of them, at the end)."""
+        done = [
+            key
+            for key, flow in self._flows.items()
+            if everything or now_ns - flow.last_ns >= self._idle_ns
+        ]
+        reports = []
+        for key in done:
+            flow = self._flows.pop(key)
+            if flow.packets >= self._min_packets:
+                reports.append(self._report(key, flow))
+        return reports
+
+    def _report(self, key: FlowKey, flow: _Flow) -> CallNotRecorded:
+        src, sport, dst, dport = key
+        where = f"{_ip(src)}:{sport} -> {_ip(dst)}:{dport}"
+        why = "SIP over TLS seen: signalling encrypted" if self.tls_seen else "no SIP seen"
+        return CallNotRecorded(
+            call_id=f"rtp:{where}",
+            caller="",
+            callee="",
+            first_ns=flow.first_ns,
+            last_ns=flow.last_ns,
+            outcome="unsignalled_rtp",
+            reason=f"{flow.packets} RTP packets, payload type {flow.payload_type}; {why}",
+        )
+
+
+def _ip(packed: bytes) -> str:
+    return str(ipaddress.ip_address(packed))

@@ -4,6 +4,7 @@ both record through one of these."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from recorder.compliance.factory import build_expiry
@@ -19,14 +20,27 @@ from recorder.runtime.writer import ArchiveWriter
 
 
 class ArchiveSession:
-    def __init__(self, root: Path, master: MasterKey, actor: str, config: Config) -> None:
+    """`master` wraps the file keys of new recordings; `recovery_keys` (by kid, e.g. a key
+    ring after a rotation) unwrap those of partial recordings a crash left, which may be
+    wrapped under an older master key (default: `master` alone)."""
+
+    def __init__(
+        self,
+        root: Path,
+        master: MasterKey,
+        actor: str,
+        config: Config,
+        *,
+        recovery_keys: Mapping[str, MasterKey] | None = None,
+    ) -> None:
         self.config = config
         self.archive = Archive(root)
         self.archive.create()
         self.index = Index(self.archive.index_path)
         self.keys = KeyStore(self.archive.keystore_path)
         self.audit = AuditTrail(self.archive.audit_path, actor)
-        self.recovered = recover_partials(self.archive, {master.kid: master}, self)
+        masters = {master.kid: master, **(recovery_keys or {})}
+        self.recovered = recover_partials(self.archive, masters, self)
         self.writer = ArchiveWriter(
             self.archive,
             master,

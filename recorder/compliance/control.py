@@ -79,7 +79,7 @@ class ControlServer:
         self._stopping = threading.Event()
 
     def start(self) -> None:
-        self.socket_path.unlink(missing_ok=True)
+        self._remove_stale_socket()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)  # the socket is created 0600: only the service user connects
         try:
@@ -92,13 +92,24 @@ class ControlServer:
         self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
         self._thread.start()
 
+    def _remove_stale_socket(self) -> None:
+        """A socket left by a crash is removed; any other file is refused, never deleted
+        (a mistyped path must not cost a config file)."""
+        try:
+            mode = self.socket_path.lstat().st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(mode):
+            raise ConfigError(f"control socket {self.socket_path} exists and is not a socket")
+        self.socket_path.unlink()
+
     def stop(self) -> None:
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
         if self._sock is not None:
             self._sock.close()
-        self.socket_path.unlink(missing_ok=True)
+            self.socket_path.unlink(missing_ok=True)
 
     def drain(self, core: RecorderCore) -> int:
         """Apply every waiting request to the core at its current capture time."""

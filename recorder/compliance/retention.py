@@ -17,6 +17,7 @@ delete less, never more), so no flag can expire anything early.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -136,6 +137,7 @@ class RetentionReport:
     expiry_fixed: int = 0
     calls_purged: int = 0
     dry_run: bool = False
+    interrupted: bool = False  # `cancelled` said stop: the rest waits for the next run
 
 
 def build_expiry_rule(config: Config) -> dict[str, RetentionClass]:
@@ -153,9 +155,12 @@ def run_retention(
     *,
     clock_given: bool = False,
     dry_run: bool = False,
+    cancelled: Callable[[], bool] | None = None,
 ) -> RetentionReport:
     """Fix missing expiries, delete every expired recording the gate allows, purge old
-    entries of calls not recorded. Audited from start to finish."""
+    entries of calls not recorded. Audited from start to finish. `cancelled` (the service's
+    shutdown) is asked before each recording: a run stops between two deletions, never
+    inside one."""
     archive.require()
     report = RetentionReport(now_ns, dry_run=dry_run)
     classes = build_expiry_rule(config)
@@ -174,6 +179,9 @@ def run_retention(
             report.expiry_fixed = _fix_expiries(index, audit, classes)
         disposer = Disposer(archive, index, keys, audit)
         for row in index.expired(now_ns):
+            if cancelled is not None and cancelled():
+                report.interrupted = True
+                break
             refusal = disposer.refusal(row, now_ns, "retention")
             if refusal is None and not dry_run:
                 refusal = disposer.delete(row, now_ns, "retention")
@@ -183,7 +191,7 @@ def run_retention(
                 report.kept[row.id] = refusal
                 if not dry_run:
                     audit.append("retention.kept", recording_id=row.id, reason=refusal)
-        if not dry_run:
+        if not (dry_run or report.interrupted):
             report.calls_purged = index.purge_calls(
                 now_ns - config.retention.calls_days * NS_PER_DAY
             )
@@ -195,6 +203,7 @@ def run_retention(
             kept=len(report.kept),
             expiry_fixed=report.expiry_fixed,
             calls_purged=report.calls_purged,
+            interrupted=report.interrupted,
         )
     return report
 

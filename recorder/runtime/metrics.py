@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import platform
 import signal
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from recorder import __version__
 from recorder.core.pipeline import RecorderCore
 from recorder.runtime.audit import AuditTrail
 from recorder.runtime.diskguard import DiskGuard
+from recorder.runtime.housekeeping import RetentionStats
 from recorder.runtime.live import CaptureState
 from recorder.runtime.runner import LoopStats
 from recorder.runtime.writer import ArchiveWriter
@@ -60,6 +62,14 @@ def count_audit(audit: AuditTrail) -> AuditCounts:
 
 
 @dataclass
+class EventCounts:
+    """Counted by the service's event log (bounded keys: contents and marker kinds)."""
+
+    started: Counter[str] = field(default_factory=Counter)  # recordings opened, by content
+    markers: Counter[str] = field(default_factory=Counter)  # paused / resumed / stopped
+
+
+@dataclass
 class Sources:
     """What the collector reads; the service fills it in as the parts come up."""
 
@@ -69,6 +79,9 @@ class Sources:
     capture: CaptureState | None = None
     guard: DiskGuard | None = None
     audit: AuditCounts = field(default_factory=AuditCounts)
+    events: EventCounts = field(default_factory=EventCounts)
+    retention: RetentionStats | None = None
+    control_requests: int = 0
     recovered: int = 0
     reloads: int = 0
     libpcap: str = ""
@@ -98,7 +111,8 @@ class RecorderCollector(Collector):
         if s.core is not None:
             yield from self._core(s.core)
         if s.writer is not None:
-            yield from self._writer(s.writer)
+            yield from self._writer(s.writer, s.events)
+        yield from self._compliance(s)
         yield _counter(
             "recorder_recordings_recovered", "Recordings recovered after a crash.", s.recovered
         )
@@ -184,11 +198,36 @@ class RecorderCollector(Collector):
         yield _counter(
             "recorder_calls_evicted", "Dialogs evicted by limits.max_calls.", st.calls_evicted
         )
+        yield _counter(
+            "recorder_rtp_endpoints_latched",
+            "Media endpoints learnt from RTP that NAT moved off its SDP address.",
+            st.latched,
+        )
+        yield _counter(
+            "recorder_recordings_requested",
+            "Recordings the core asked for (opened, or refused by the disk guard).",
+            st.recordings_started,
+        )
+        anomalies = CounterMetricFamily(
+            "recorder_anomalies",
+            "Inputs kept, but not as they should be, by kind.",
+            labels=["kind"],
+        )
+        for kind, count in sorted(dict(st.anomalies).items()):
+            anomalies.add_metric([kind], count)
+        yield anomalies
 
-    def _writer(self, w: ArchiveWriter) -> Iterator[Metric]:
+    def _writer(self, w: ArchiveWriter, events: EventCounts) -> Iterator[Metric]:
         ws = w.stats
         yield _gauge("recorder_recordings_open", "Recordings being written.", w.open_count)
-        yield _counter("recorder_recordings_started", "Recordings opened.", ws.opened)
+        started = CounterMetricFamily(
+            "recorder_recordings_started",
+            "Recordings opened, by content (pcm_s16le audio, or rtp: raw RTP kept as is).",
+            labels=["content"],
+        )
+        for content, count in sorted(dict(events.started).items()):
+            started.add_metric([content], count)
+        yield started
         yield _counter("recorder_recordings_written", "Recordings closed complete.", ws.closed)
         yield _counter("recorder_recordings_failed", "Recordings a write error ended.", ws.failed)
         yield _counter(
@@ -196,6 +235,44 @@ class RecorderCollector(Collector):
         )
         yield _counter(
             "recorder_recording_bytes_written", "Bytes of recordings written.", ws.bytes_written
+        )
+
+    def _compliance(self, s: Sources) -> Iterator[Metric]:
+        markers = CounterMetricFamily(
+            "recorder_recording_markers",
+            "PCI pauses, resumes and opt-out stops applied to recordings, by kind.",
+            labels=["kind"],
+        )
+        for kind, count in sorted(dict(s.events.markers).items()):
+            markers.add_metric([kind], count)
+        yield markers
+        yield _counter(
+            "recorder_control_requests",
+            "Authenticated control socket requests applied (pause/resume/stop).",
+            s.control_requests,
+        )
+        r = s.retention
+        if r is None:
+            return
+        yield _counter("recorder_retention_runs", "Retention runs finished.", r.runs)
+        yield _counter("recorder_retention_failures", "Retention runs that failed.", r.failures)
+        yield _counter(
+            "recorder_retention_deleted_recordings", "Recordings deleted by retention.", r.deleted
+        )
+        yield _gauge(
+            "recorder_retention_kept_recordings",
+            "Expired recordings the last run kept (legal hold, legal obligation).",
+            r.kept,
+        )
+        yield _gauge(
+            "recorder_retention_last_success_timestamp_seconds",
+            "When the last retention run finished (0: none yet).",
+            r.last_success_ns / 1e9,
+        )
+        yield _gauge(
+            "recorder_retention_last_duration_seconds",
+            "How long the last retention run took.",
+            r.last_duration_ns / 1e9,
         )
 
 

@@ -2,14 +2,18 @@
 core and `ArchiveSession` as `recorder replay`; only the source and the clock differ.
 
 Lifecycle:
-  start    open the archive (recovering recordings a crash left open), the capture, the
-           metrics endpoint; audit `service.started`; tell systemd READY=1.
+  start    open the archive (recovering recordings a crash left open, with every key of
+           the key ring), the capture, the metrics endpoint, the PCI control socket, the
+           retention thread; audit `service.started`; tell systemd READY=1.
   running  every tick (<= 100 ms): timers at wall-clock time when the ring is empty, the
-           disk guard, WATCHDOG=1 to systemd, a pending reload, a pending stop.
+           control socket's waiting pause/resume requests, the disk guard, WATCHDOG=1 to
+           systemd, a pending reload, a pending stop. Retention runs on its own thread
+           every `retention.interval_s`.
   SIGHUP   reload the config file: apply what is safe (servicecfg.RELOADABLE), audit
            `config.reloaded` with what changed and what needs a restart.
-  SIGTERM  (or SIGINT) stop capturing, close every open call as a complete recording
-           (reason "shutdown"), audit `service.stopped`, exit 0.
+  SIGTERM  (or SIGINT) stop capturing and the control socket, let a retention run finish
+           its current deletion, close every open call as a complete recording (reason
+           "shutdown"), audit `service.stopped`, exit 0.
   capture  failure (interface gone): the same orderly close, exit 1 (systemd restarts us).
 """
 
@@ -24,15 +28,17 @@ from types import FrameType
 from typing import Any, cast
 
 from recorder import __version__
-from recorder.compliance.factory import build_policy
+from recorder.compliance.control import ControlServer
+from recorder.compliance.factory import build_core, policy_summary
 from recorder.config import CaptureSettings, Config
-from recorder.container.masterkey import MasterKey
-from recorder.core.events import CallNotRecorded, Event, RecordingEnded, RecordingStarted
 from recorder.core.pipeline import RecorderCore
 from recorder.errors import RecorderError
 from recorder.runtime import libpcap, logsetup
 from recorder.runtime.audit import Value
 from recorder.runtime.diskguard import guard_for
+from recorder.runtime.eventlog import EventLog
+from recorder.runtime.housekeeping import RetentionWorker, signals_blocked
+from recorder.runtime.keyfile import KeyRing
 from recorder.runtime.libpcap import CaptureError
 from recorder.runtime.live import LiveCapture
 from recorder.runtime.metrics import MetricsServer, Sources, count_audit, make_registry
@@ -47,40 +53,14 @@ log = logging.getLogger("recorder.service")
 TICK_S = 0.1
 
 
-class EventLog:
-    """Stands in for the writer in the loop: hands each event on, then logs the ones an
-    operator wants to see, one line each (numbers and Call-IDs only at DEBUG)."""
-
-    def __init__(self, writer: ArchiveWriter) -> None:
-        self._writer = writer
-        self._starts: dict[int, int] = {}
-
-    def handle(self, event: Event) -> None:
-        refused = self._writer.stats.refused
-        self._writer.handle(event)
-        if isinstance(event, RecordingStarted):
-            if self._writer.stats.refused == refused:
-                self._starts[event.serial] = event.start_ns
-                log.debug("recording call %s: %s -> %s", event.call_id, event.caller, event.callee)
-        elif isinstance(event, RecordingEnded):
-            start = self._starts.pop(event.serial, None)
-            if start is not None:
-                log.info(
-                    "call recorded: %.1f s, %s, ended by %s",
-                    (event.end_ns - start) / 1e9,
-                    ",".join(event.codecs) or "no codec",
-                    event.reason,
-                )
-        elif isinstance(event, CallNotRecorded):
-            log.info("call not recorded: %s (%s)", event.outcome, event.reason)
-            log.debug("not recorded call %s: %s -> %s", event.call_id, event.caller, event.callee)
-
-
 class Service:
+    """`recorder run`: `keys.current` wraps new recordings; every key of the ring may
+    unwrap a partial recording left by a crash (recovered at start)."""
+
     def __init__(
         self,
         config: Config,
-        master: MasterKey,
+        keys: KeyRing,
         actor: str,
         *,
         config_path: Path | None = None,
@@ -89,7 +69,8 @@ class Service:
         notifier: Notifier | None = None,
     ) -> None:
         self.config = config
-        self.master = master
+        self.keys = keys
+        self.master = keys.current
         self.actor = actor
         self.config_path = config_path
         self.overrides = overrides or {}
@@ -100,6 +81,8 @@ class Service:
         self._stop_reason = ""
         self._reload = False
         self._capture: LiveCapture | None = None
+        self.control: ControlServer | None = None
+        self.retention: RetentionWorker | None = None
 
     # -- signals (handlers only set flags; the loop acts at its next tick) --------------
 
@@ -117,10 +100,13 @@ class Service:
         """Capture until SIGTERM; 0 after an orderly stop, 1 when the capture failed."""
         cfg = self.config
         logsetup.configure(cfg.log.level)
-        session = ArchiveSession(Path(cfg.archive.path), self.master, self.actor, cfg)
+        session = ArchiveSession(
+            Path(cfg.archive.path), self.master, self.actor, cfg, recovery_keys=self.keys.keys
+        )
         try:
             return self._run(session)
         finally:
+            self._stop_helpers()
             session.close()
             if self.metrics is not None:
                 self.metrics.close()
@@ -134,14 +120,17 @@ class Service:
         src.writer = session.writer
         src.guard = self.guard = guard_for(session.archive)
         src.libpcap = libpcap.version()
-        self.core = core = RecorderCore(cfg.limits.core_limits(), policy=build_policy(cfg))
+        # Policy, DTMF pause/opt-out, pause time-out; warns when no policy is configured.
+        self.core = core = build_core(cfg)
         src.core = core
         src.loop = loop = LoopStats()
         capture = self._capture = self.capture_factory(cfg.capture)
         src.capture = capture.state
         self.session = session
+        self._events = EventLog(session.writer, src.events)
         try:
             self._start_metrics(cfg)
+            self._start_control(cfg)
             if capture.warning:
                 log.warning("capture on %s: %s", cfg.capture.interface, capture.warning)
             session.audit.append(
@@ -151,8 +140,13 @@ class Service:
                 linktype=capture.linktype,
                 filter=cfg.capture.filter,
                 kid=self.master.kid,
+                kids=list[Value](sorted(self.keys.keys)),
                 recovered=session.recovered,
+                policy=policy_summary(cfg),
+                control=cfg.pci.control.socket if self.control is not None else None,
+                retention_interval_s=int(cfg.retention.interval_s),
             )
+            self._start_retention(session, cfg)
             log.info(
                 "recording calls on %s (link type %d, filter %r) into %s",
                 cfg.capture.interface,
@@ -168,7 +162,7 @@ class Service:
                 feed(
                     capture.frames(self._tick, TICK_S),
                     core,
-                    cast(ArchiveWriter, EventLog(session.writer)),
+                    cast(ArchiveWriter, self._events),
                     loop,
                 )
             except CaptureError as exc:
@@ -186,7 +180,11 @@ class Service:
             # the kernel still holds in an unfinished block (at most timeout_ms old).
             now = time.time_ns() - self.config.capture.timeout_ms * 1_000_000
             self.core.handle_timer(now)
-            drain(self.core, self.session.writer)
+        if self.control is not None:
+            # Pause/resume requests wait at most one tick: applied at the core's capture
+            # time, between two frames (the only thread that touches the core).
+            self.sources.control_requests += self.control.drain(self.core)
+        drain(self.core, cast(ArchiveWriter, self._events))
         if self.guard is not None:
             self.guard.check()
         if self.notifier.watchdog_due():
@@ -205,9 +203,10 @@ class Service:
         failure: CaptureError | None,
     ) -> int:
         self.notifier.notify("STOPPING=1", "STATUS=closing open calls")
+        self._stop_helpers(core)
         open_before = session.writer.open_count
         core.close(time.time_ns(), reason="shutdown")
-        drain(core, session.writer)
+        drain(core, cast(ArchiveWriter, self._events))
         kernel = capture.state.kernel
         reason = "capture failed" if failure is not None else self._stop_reason or "stopped"
         session.audit.append(
@@ -226,6 +225,40 @@ class Service:
             session.writer.stats.closed,
         )
         return 1 if failure is not None else 0
+
+    # -- control socket and retention ---------------------------------------------------
+
+    def _start_control(self, cfg: Config) -> None:
+        settings = cfg.pci.control
+        if not settings.enabled:
+            return
+        control = ControlServer(Path(settings.socket), Path(settings.token_file))
+        try:
+            with signals_blocked():
+                control.start()
+        except OSError as exc:
+            raise RecorderError(
+                f"pci.control.socket {settings.socket}: {exc.strerror or exc}"
+            ) from None
+        self.control = control
+        log.info("PCI control socket listening on %s", settings.socket)
+
+    def _start_retention(self, session: ArchiveSession, cfg: Config) -> None:
+        self.retention = RetentionWorker(session.archive, cfg, self.actor)
+        self.sources.retention = self.retention.stats
+        self.retention.start()
+
+    def _stop_helpers(self, core: RecorderCore | None = None) -> None:
+        """Stop the control socket (applying what waits, if the core is still up) and
+        retention; idempotent."""
+        if self.control is not None:
+            control, self.control = self.control, None
+            if core is not None:
+                self.sources.control_requests += control.drain(core)
+            control.stop()
+        if self.retention is not None:
+            retention, self.retention = self.retention, None
+            retention.stop()
 
     # -- reload ------------------------------------------------------------------------
 

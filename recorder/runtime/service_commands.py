@@ -16,8 +16,9 @@ from typing import Any
 from recorder.runtime.servicecfg import (
     OVERRIDES,
     check_capture_filter,
+    check_compliance_settings,
     key_path,
-    load_master,
+    load_keys,
     load_service_config,
 )
 
@@ -36,7 +37,7 @@ def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interface", help="capture.interface (a name, or 'any')")
     p.add_argument("--filter", help="capture.filter (BPF)")
     p.add_argument("--archive", type=Path, help="archive.path")
-    p.add_argument("--key", type=Path, help="keys.file (the master key file)")
+    p.add_argument("--key", type=Path, help="keys.file (a master key file or key directory)")
     p.add_argument("--metrics-address", help="metrics.address (HOST:PORT)")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log.level")
 
@@ -50,19 +51,22 @@ def cmd_run(args: argparse.Namespace, actor: str) -> int:
 
     overrides = _overrides(args)
     config = load_service_config(args.config, overrides)
-    master = load_master(config)
-    service = Service(config, master, actor, config_path=args.config, overrides=overrides)
+    keys = load_keys(config)
+    service = Service(config, keys, actor, config_path=args.config, overrides=overrides)
     return service.run()
 
 
 def cmd_check_config(args: argparse.Namespace, actor: str) -> int:
     config = load_service_config(args.config, _overrides(args))
-    master = load_master(config)
+    keys = load_keys(config)
     check_capture_filter(config)
+    compliance = check_compliance_settings(config)
     source = args.config or "defaults"
     capture = config.capture
+    ring = f" ({len(keys.keys)} keys)" if len(keys.keys) > 1 else ""
     print(
         f"config OK: {source} (interface {capture.interface}, archive {config.archive.path}, "
-        f"key {key_path(config)} kid {master.kid})"
+        f"key {key_path(config)} kid {keys.current.kid}{ring})"
     )
+    print(compliance)
     return 0

@@ -1,6 +1,6 @@
 """The service's settings: command-line overrides on top of the config file, the master
-key's location (systemd credential or file), the checks `check-config` runs, and what a
-SIGHUP may change while running.
+keys' location (systemd credential, key file or key directory), the checks `check-config`
+runs, and what a SIGHUP may change while running.
 
 Reloadable (SIGHUP) without a restart, because nothing holds them but the shells:
   log.level, archive.min_free_bytes, metrics.enabled, metrics.address.
@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from recorder.config import Config, load_config
-from recorder.container.masterkey import MasterKey
 from recorder.core.model import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL
 from recorder.errors import ConfigError
-from recorder.runtime.keyfile import credential_path, load_key_file
+from recorder.runtime.keyfile import KeyRing, credential_path, load_key_ring
 
 RELOADABLE = frozenset(
     {"log.level", "archive.min_free_bytes", "metrics.enabled", "metrics.address"}
@@ -70,8 +69,30 @@ def key_path(config: Config) -> Path:
     return Path(config.keys.file)
 
 
-def load_master(config: Config) -> MasterKey:
-    return load_key_file(key_path(config))
+def load_keys(config: Config) -> KeyRing:
+    """The key ring: a key file (a ring of one) or a key directory (after `keys rotate`)."""
+    return load_key_ring(key_path(config))
+
+
+def check_compliance_settings(config: Config) -> str:
+    """What load cannot check alone: each rule's retention class exists and fits its legal
+    basis, the control token file is private. Returns a one-line summary."""
+    from recorder.compliance.control import read_token
+    from recorder.compliance.factory import check_compliance
+
+    check_compliance(config)
+    control = config.pci.control
+    if control.enabled:
+        try:
+            read_token(Path(control.token_file))
+        except ConfigError as exc:
+            raise ConfigError(f"pci.control.token_file: {exc}") from None
+    policy = config.policy
+    rules = f"{len(policy.rules)} rules" if policy.configured else "none (records every call)"
+    classes = ", ".join(sorted(config.retention.classes))
+    pause = "dtmf" if config.pci.dtmf.pause else ""
+    pause += ("+" if pause else "") + "control socket" if control.enabled else ""
+    return f"policy {rules}; retention classes {classes}; PCI pause {pause or 'off'}"
 
 
 def guess_linktype(interface: str) -> int:

@@ -15,7 +15,10 @@ from recorder.runtime.keyfile import generate_master_key, write_key_file
 from recorder.runtime.servicecfg import flatten, key_path, plan_reload, with_overrides
 
 REPO = Path(__file__).resolve().parents[2]
-OWNED = ("sensor_id", "capture", "archive", "index", "keys", "limits", "metrics", "log")
+OWNED = (
+    "sensor_id", "capture", "archive", "index", "keys", "limits", "metrics", "log",
+    "policy", "retention", "pci",
+)  # fmt: skip
 
 
 def test_example_config_holds_every_default() -> None:
@@ -147,3 +150,84 @@ def test_reload_plan_applies_safe_settings_only() -> None:
     assert plan.needs_restart == ["capture.interface", "limits.jitter_s"]
     assert plan.config.log.level == "DEBUG"
     assert plan.config.capture == running.capture and plan.config.limits == running.limits
+
+
+RULE = """
+policy:
+  rules:
+    - name: quality
+      purpose: quality
+      legal_basis: LEGAL_BASIS
+      retention_class: CLASS
+NOTICE
+retention:
+  classes:
+    quality: {days: 90}
+    mifid: {years: 5, obligation: "MiFID II Art 16(7)"}
+"""
+
+
+def rule_config(
+    tmp_path: Path, key: Path, *, basis: str = "legitimate_interests", cls: str = "quality",
+    notice: str = "      notice: IVR announcement Q-1", extra: str = "",
+) -> Path:  # fmt: skip
+    text = RULE.replace("LEGAL_BASIS", basis).replace("CLASS", cls).replace("NOTICE", notice)
+    config = tmp_path / "recorder.yaml"
+    config.write_text(text + f"keys: {{file: {key}}}\n" + extra)
+    return config
+
+
+def test_check_config_checks_the_compliance_sections(
+    tmp_path: Path, key: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = rule_config(tmp_path, key)
+    code, out, err = check(capsys, "--config", str(config))
+    assert (code, err) == (0, "")
+    assert out.splitlines()[1] == (
+        "policy 1 rules; retention classes mifid, quality; PCI pause off"
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"notice": ""}, "{config}: policy.rules[0].notice must name the notice that informed "
+         "callers and staff (a rule without one is refused)"),
+        ({"cls": "gold"}, "policy.rules[0].retention_class 'gold' is not a retention class "
+         "(known: default, mifid, quality)"),
+        ({"cls": "mifid"}, "policy.rules[0].legal_basis must be legal_obligation: retention "
+         "class 'mifid' is imposed by MiFID II Art 16(7)"),
+        ({"extra": "pci: {control: {enabled: true, token_file: TOKEN}}\n"},
+         "pci.control.token_file: control token file TOKEN is readable by others (mode 0644)"),
+    ],
+)  # fmt: skip
+def test_check_config_refuses_compliance_mistakes_with_one_line(
+    tmp_path: Path,
+    key: Path,
+    capsys: pytest.CaptureFixture[str],
+    changes: dict[str, str],
+    message: str,
+) -> None:
+    token = tmp_path / "control.token"
+    token.write_text("a-token-of-more-than-16-bytes\n")
+    token.chmod(0o644)
+    if "extra" in changes:
+        changes = {"extra": changes["extra"].replace("TOKEN", str(token))}
+    config = rule_config(tmp_path, key, **changes)
+    code, out, err = check(capsys, "--config", str(config))
+    expected = message.replace("{config}", str(config)).replace("TOKEN", str(token))
+    assert (code, out, err) == (2, "", f"recorder check-config: {expected}")
+
+
+def test_check_config_takes_a_key_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from recorder.runtime.keyfile import add_ring_key
+
+    ring = tmp_path / "keys"
+    old, new = generate_master_key(), generate_master_key()
+    add_ring_key(ring, old)
+    add_ring_key(ring, new)
+    code, out, err = check(capsys, "--key", str(ring))
+    assert (code, err) == (0, "")
+    assert f"key {ring} kid {new.kid} (2 keys)" in out

@@ -62,13 +62,19 @@ class Recorder:
     """One `recorder run` process on lo with its own archive, key and metrics port."""
 
     def __init__(
-        self, tmp: Path, *extra: str, config: Path | None = None, bpf: str = "udp"
+        self,
+        tmp: Path,
+        *extra: str,
+        config: Path | None = None,
+        bpf: str = "udp",
+        key: Path | None = None,
     ) -> None:
         """`bpf` should name the test's own ports: other tests on this machine may be
-        sending on loopback at the same time."""
+        sending on loopback at the same time. `key`: a key file or key directory (default:
+        a new key file in `tmp`)."""
         self.tmp = tmp
         self.archive = tmp / "archive"
-        self.key = tmp / "master.key"
+        self.key = key or tmp / "master.key"
         if not self.key.exists():
             write_key_file(self.key, generate_master_key())
         self.metrics_port = free_port()

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from recorder.core.events import RecordingMarker
 from recorder.core.media.timeline import CallTimeline
 from recorder.core.policy import Decision
+from recorder.core.sdp.codecs import static_payload_types
+
+_STATIC = static_payload_types()
 
 CALLER, CALLEE = 0, 1
 
@@ -85,8 +88,14 @@ class Call:
 
     def encoding_for(self, receiver: int, pt: int) -> tuple[str, int] | None:
         """The receiving side's SDP numbers the payload types it accepts (RFC 3264 §5.1);
-        fall back to the other side's map, then to the static table."""
-        return self.pt_maps[receiver].get(pt) or self.pt_maps[1 - receiver].get(pt)
+        fall back to the other side's map, then to the static table of RFC 3551 (endpoints
+        send comfort noise, PT 13, without listing it)."""
+        found = self.pt_maps[receiver].get(pt) or self.pt_maps[1 - receiver].get(pt)
+        if found is None and pt < 35:
+            static = _STATIC.get(pt)
+            if static is not None:
+                found = (static.encoding.upper(), static.clock_rate)
+        return found
 
     def event_payload_types(self, receiver: int) -> set[int]:
         """Payload types that carry RFC 4733 telephone-events towards `receiver`."""

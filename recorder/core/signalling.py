@@ -10,7 +10,7 @@ from recorder.core.media.codecs import SILENT_ENCODINGS
 from recorder.core.media.timeline import NS_PER_S
 from recorder.core.policy import CallFacts, RecordingPolicy
 from recorder.core.sdp.parse import SdpMedia, codec_for, parse_sdp
-from recorder.core.sip.message import SipMessage, uri_user
+from recorder.core.sip.message import SipMessage, header_param, uri_user
 from recorder.core.stats import CoreStats
 from recorder.errors import DecodeError
 
@@ -60,8 +60,9 @@ class Signalling:
             self._response(call, msg, now_ns)
         if len(call.sip_addrs[sender]) < 4:
             call.sip_addrs[sender].add(src_ip)
-        if msg.body and "sdp" in (msg.content_type or "application/sdp").lower():
-            self._learn_media(call, sender, msg.body)
+        body = sdp_body(msg)
+        if body:
+            self._learn_media(call, sender, body)
 
     def _request(self, call: Call, msg: SipMessage, now_ns: int) -> None:
         method = msg.method
@@ -98,22 +99,22 @@ class Signalling:
         except DecodeError as exc:
             self._stats.drop(exc.layer, exc.reason)
             return
+        audio = [m for m in sdp.media if m.kind == "audio" and m.port]
         for media in sdp.media:
-            if media.port == 0:
-                continue
-            if media.kind != "audio":
-                if media.connection is not None and len(call.other_endpoints) < 16:
-                    self._table.add_other_media(call, media.connection, media.port)
-                continue
+            wanted = media.port and media.kind != "audio" and media.connection is not None
+            if wanted and media.connection is not None and len(call.other_endpoints) < 16:
+                self._table.add_other_media(call, media.connection, media.port)
+        for index, media in enumerate(audio):
             self._learn_payload_types(call, sender, media)
             address = media.connection
             if address is None or address in _ZERO_ADDRESSES:
                 continue  # on hold (RFC 3264 §8.4): no address to receive at
-            self._table.add_endpoint(call, sender, address, media.port)
+            side = _side_of(media, index, len(audio), sender)
+            self._table.add_endpoint(call, side, address, media.port)
             if not media.rtcp_mux:
                 rtcp_port = media.rtcp_port or media.port + 1
                 if rtcp_port < 65536:
-                    self._table.add_endpoint(call, sender, address, rtcp_port)
+                    self._table.add_endpoint(call, side, address, rtcp_port)
 
     @staticmethod
     def _learn_payload_types(call: Call, side: int, media: SdpMedia) -> None:
@@ -130,3 +131,37 @@ class Signalling:
             pt_map[pt] = (encoding, rtpmap.clock_rate)
             if not call.first_codec and encoding not in SILENT_ENCODINGS:
                 call.first_codec = encoding
+
+
+def _side_of(media: SdpMedia, index: int, count: int, sender: int) -> int:
+    """The side an endpoint is filed under (the side that receives there; RTP sent from it
+    counts for that side). Normally the side whose SDP it is. With exactly two one-way
+    audio m-lines, as a SIPREC recording session has (RFC 7866 §8: one stream per
+    recorded participant), each m-line is a channel of its own: m-line 0 left, 1 right."""
+    if count != 2 or media.direction not in ("sendonly", "recvonly"):
+        return sender
+    # A sendonly address is a source (its RTP counts for the side filed under), a recvonly
+    # one a destination (its RTP counts for the other side): choose so that it lands on
+    # channel `index` either way.
+    return index if media.direction == "sendonly" else 1 - index
+
+
+def sdp_body(msg: SipMessage) -> bytes:
+    """The SDP a message carries: its body, or the application/sdp part of a multipart
+    body (SIPREC and SIP-I carry SDP beside XML or ISUP, RFC 5621)."""
+    kind = (msg.content_type or ("application/sdp" if msg.body else "")).lower()
+    if "sdp" in kind:
+        return msg.body
+    if not kind.startswith("multipart/"):
+        return b""
+    boundary = header_param(msg.header("content-type") or "", "boundary")
+    if not boundary:
+        return b""
+    delimiter = b"--" + boundary.strip('"').encode("utf-8", "replace")
+    for part in msg.body.split(delimiter)[1:]:
+        head, sep, content = part.partition(b"\r\n\r\n")
+        if not sep:
+            head, sep, content = part.partition(b"\n\n")
+        if b"application/sdp" in head.lower():
+            return content.rstrip(b"\r\n")
+    return b""

@@ -30,6 +30,12 @@ CLOCK = {0: ("PCMU", 8000), 8: ("PCMA", 8000), 9: ("G722", 16000)}
 
 # capture -> number of recordings expected in it
 CAPTURES = {
+    "g722_h264_video_ipv4frag_sdp.pcapng": 1,  # late offer, both sides behind NAT, video
+    "pcmu_2leg_pbx_nat_rtcp.pcap": 2,  # NAT'd PBX legs, RTCP
+    "pcmu_siprec_3dialogs_ipv4frag.pcapng": 3,  # fragmented INVITEs, SIPREC session
+    "pcmu_rfc2833_b2bua_ssrc_changes_rtcp.pcapng": 2,  # SSRC changes, DTMF events
+    "pcmu_early_media_183_magicjack.pcap": 1,  # early media after 183
+    "pcma_siptcp_cn_rtcp.pcap": 1,  # SIP over TCP, comfort noise
     "pcma_short_call_401.pcapng": 1,
     "pcmu_pcma_oneway_2calls.pcap": 2,
     "g722_oneway.pcap": 1,
@@ -64,33 +70,48 @@ def epoch_ns(text: str) -> int:
     return int(Decimal(text) * 1_000_000_000)
 
 
-def caller_media(path: Path) -> dict[str, tuple[tuple[str, int], int, int]]:
-    """Call-ID -> the caller's SDP media endpoint (first INVITE with SDP) and the call's
-    window: from that INVITE to one second after its BYE (or the end of the capture)."""
-    found: dict[str, tuple[tuple[str, int], int, int]] = {}
-    for t, call_id, address, ports in tshark_fields(
-        path,
-        'sip.Method == "INVITE" && sdp',
-        ["frame.time_epoch", "sip.Call-ID", "sdp.connection_info.address", "sdp.media.port"],
-    ):
-        endpoint = (address.split(",")[0], int(ports.split(",")[0]))
-        found.setdefault(call_id, (endpoint, epoch_ns(t), 2**63))
-    for t, call_id in tshark_fields(
-        path, 'sip.Method == "BYE"', ["frame.time_epoch", "sip.Call-ID"]
-    ):
-        if call_id in found and found[call_id][2] == 2**63:
-            endpoint, start, _ = found[call_id]
-            found[call_id] = (endpoint, start, epoch_ns(t) + 1_000_000_000)
-    for call_id, (endpoint, start, end) in found.items():  # a later INVITE takes the endpoint
-        later = [s for _, s, _ in found.values() if s > start]
-        found[call_id] = (endpoint, start, min([end, *later]))
+Offer = tuple[str, tuple[int, ...], tuple[str, int] | None]  # caller address, ports, callee
+
+
+def caller_media(path: Path) -> dict[str, tuple[Offer, int, int]]:
+    """Call-ID -> (the caller's SDP address and audio ports (the first request with SDP:
+    the INVITE, or the ACK of a late offer), the callee's first SDP endpoint) and the
+    call's window: from its first SIP message to one second after its BYE (or the next
+    call offering the same endpoint, or the end of the capture)."""
+    first: dict[str, int] = {}
+    offer: dict[str, tuple[str, tuple[int, ...]]] = {}
+    answer: dict[str, tuple[str, int]] = {}
+    bye: dict[str, int] = {}
+    fields = [
+        "frame.time_epoch",
+        "sip.Call-ID",
+        "sip.Method",
+        "sdp.connection_info.address",
+        "sdp.media.port",
+    ]
+    for t, call_id, method, address, ports in tshark_fields(path, "sip", fields):
+        first.setdefault(call_id, epoch_ns(t))
+        if address and method and call_id not in offer:
+            offer[call_id] = (address.split(",")[0], tuple(int(p) for p in ports.split(",")))
+        elif address and not method and call_id in offer and call_id not in answer:
+            answer[call_id] = (address.split(",")[0], int(ports.split(",")[0]))
+        if method == "BYE":
+            bye.setdefault(call_id, epoch_ns(t) + 1_000_000_000)
+    found = {}
+    for call_id, (address, ports) in offer.items():
+        start = first[call_id]
+        later = [  # a later call offering the same endpoint takes it over
+            first[c] for c, other in offer.items() if first[c] > start and other == (address, ports)
+        ]
+        end = min([bye.get(call_id, 2**63), *later])
+        found[call_id] = ((address, ports, answer.get(call_id)), start, end)
     return found
 
 
-def reference_audio(
-    path: Path, caller: tuple[str, int], start_ns: int, end_ns: int
-) -> tuple[int, np.ndarray]:
-    """The recording the timeline rule gives for the call whose caller receives at `caller`."""
+def reference_audio(path: Path, offer: Offer, start_ns: int, end_ns: int) -> tuple[int, np.ndarray]:
+    """The recording the timeline rules give for the call whose caller offered `offer`.
+    Two one-way m-lines (a SIPREC session) are the two channels, in m-line order."""
+    caller, callee = (offer[0], offer[1][0]), offer[2]
     rows = tshark_fields(
         path,
         "rtp.version == 2 && !rtcp",
@@ -107,11 +128,29 @@ def reference_audio(
             "rtp.payload",
         ],
     )
+    sdp_hosts = {
+        address
+        for (addresses,) in tshark_fields(path, "sdp", ["sdp.connection_info.address"])
+        for address in addresses.split(",")
+    }
     packets = []
     for t, src, sport, dst, dport, ssrc, seq, ts, pt, payload in rows:
-        if (src, int(sport)) == caller:
+        # By the SDP addresses; by port where NAT moved an end off its SDP address (then
+        # the other end must be the call's other SDP endpoint, or moved by NAT too).
+        src_ep, dst_ep = (src, int(sport)), (dst, int(dport))
+        if len(offer[1]) == 2 and src == offer[0] and int(sport) in offer[1]:
+            side = offer[1].index(int(sport))  # SIPREC: one m-line per channel
+        elif src_ep == caller or (
+            int(sport) == caller[1]
+            and src not in sdp_hosts
+            and (dst_ep == callee or dst not in sdp_hosts)
+        ):
             side = 0
-        elif (dst, int(dport)) == caller:
+        elif dst_ep == caller or (
+            int(dport) == caller[1]
+            and dst not in sdp_hosts
+            and (src_ep == callee or src not in sdp_hosts)
+        ):
             side = 1
         else:
             continue

@@ -93,6 +93,7 @@ def test_control_socket_pauses_a_live_call_into_exact_silence(tmp_path: Path) ->
     assert resumed == {"ok": True, "calls": 1, "changed": 1}
     assert wrong == {"ok": False, "error": "bad token"}
     assert not sock.exists()  # removed at shutdown
+    assert "no recording policy" not in recorder.log()
 
     (row,) = recordings(recorder.archive)
     assert (row["call_id"], row["purpose"], row["retention_class"]) == (

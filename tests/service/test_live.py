@@ -44,6 +44,7 @@ def test_sigterm_records_finished_and_open_calls_complete(tmp_path: Path) -> Non
     assert metrics["recorder_capture_kernel_dropped_packets_total"] == 0
     assert metrics["recorder_audit_records_total"] >= 3  # started, 2 x opened, closed
     assert "WATCHDOG=1" in notes
+    assert "no recording policy is configured: every call is recorded" in recorder.log()
 
     rows = {r["call_id"]: r for r in recordings(recorder.archive)}
     assert set(rows) == {"live-1@test", "live-2@test"}

@@ -30,19 +30,32 @@ def _udp_frame(src: bytes, sport: int, dst: bytes, dport: int, payload: bytes) -
 def _sip(kind: str, n: int, a: bytes, b: bytes, a_port: int, b_port: int) -> bytes:
     ip_a, ip_b = ".".join(map(str, a)), ".".join(map(str, b))
     call_id = f"load-{n}@bench"
-    dialog = (f"From: <sip:1{n:06d}@bench>;tag=a{n}\r\nTo: <sip:2{n:06d}@bench>"
-              + (f";tag=b{n}" if kind != "INVITE" else "") + f"\r\nCall-ID: {call_id}\r\n")
+    dialog = (
+        f"From: <sip:1{n:06d}@bench>;tag=a{n}\r\nTo: <sip:2{n:06d}@bench>"
+        + (f";tag=b{n}" if kind != "INVITE" else "")
+        + f"\r\nCall-ID: {call_id}\r\n"
+    )
     if kind in ("INVITE", "200"):
         ip, port = (ip_a, a_port) if kind == "INVITE" else (ip_b, b_port)
-        body = (f"v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n"
-                f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
-        head = ("SIP/2.0 200 OK\r\n" if kind == "200" else f"INVITE sip:2{n:06d}@bench SIP/2.0\r\n")
-        return (head + f"Via: SIP/2.0/UDP {ip_a}:5060\r\n" + dialog + "CSeq: 1 INVITE\r\n"
-                + f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n"
-                + body).encode()
+        body = (
+            f"v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n"
+            f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        )
+        head = "SIP/2.0 200 OK\r\n" if kind == "200" else f"INVITE sip:2{n:06d}@bench SIP/2.0\r\n"
+        return (
+            head
+            + f"Via: SIP/2.0/UDP {ip_a}:5060\r\n"
+            + dialog
+            + "CSeq: 1 INVITE\r\n"
+            + f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n"
+            + body
+        ).encode()
     method, cseq = ("ACK", "1 ACK") if kind == "ACK" else ("BYE", "2 BYE")
-    return (f"{method} sip:2{n:06d}@bench SIP/2.0\r\nVia: SIP/2.0/UDP {ip_a}:5060\r\n" + dialog
-            + f"CSeq: {cseq}\r\nContent-Length: 0\r\n\r\n").encode()
+    return (
+        f"{method} sip:2{n:06d}@bench SIP/2.0\r\nVia: SIP/2.0/UDP {ip_a}:5060\r\n"
+        + dialog
+        + f"CSeq: {cseq}\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
 
 
 def generate(path: Path, calls: int, seconds: float, start_ns: int = 1_700_000_000 * NS) -> int:
@@ -67,8 +80,10 @@ def generate(path: Path, calls: int, seconds: float, start_ns: int = 1_700_000_0
             put(t, _udp_frame(b, 5060, a, 5060, _sip("200", n, a, b, 20000, 30000)))
             put(t, _udp_frame(a, 5060, b, 5060, _sip("ACK", n, a, b, 20000, 30000)))
         prefixes = [
-            (_udp_frame(a, 20000, b, 30000, b"\0" * 172)[:42],
-             _udp_frame(b, 30000, a, 20000, b"\0" * 172)[:42])
+            (
+                _udp_frame(a, 20000, b, 30000, b"\0" * 172)[:42],
+                _udp_frame(b, 30000, a, 20000, b"\0" * 172)[:42],
+            )
             for a, b in hosts
         ]
         for i in range(packets_per_side):
@@ -77,8 +92,9 @@ def generate(path: Path, calls: int, seconds: float, start_ns: int = 1_700_000_0
                 t = base + offsets[n]
                 payload = payloads[(i + n) % 16]
                 for side, prefix in ((0, to_b), (1, to_a)):
-                    rtp = struct.pack("!BBHII", 0x80, 0, i & 0xFFFF, (160 * i) & 0xFFFFFFFF,
-                                      (n << 1) | side)
+                    rtp = struct.pack(
+                        "!BBHII", 0x80, 0, i & 0xFFFF, (160 * i) & 0xFFFFFFFF, (n << 1) | side
+                    )
                     put(t + side * 1000, prefix + rtp + payload)
         end = start_ns + PTIME_NS * (packets_per_side + 2)
         for n, (a, b) in enumerate(hosts):

@@ -74,7 +74,7 @@ class CallTable:
         self.endpoints[key] = (call, side)
         call.endpoints.add(key)
         holders = self._by_port.setdefault(port, [])
-        if (call, side) not in holders:
+        if not any(c is call and s == side for c, s in holders):
             holders.append((call, side))
 
     def add_other_media(self, call: Call, ip: bytes, port: int) -> None:

@@ -36,7 +36,7 @@ class RawMedia:
     records: bytearray = field(default_factory=bytearray)  # not yet handed to the writer
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # a call is itself: compared by identity, never by value
 class Call:
     serial: int
     call_id: str

@@ -1,13 +1,14 @@
 """Turns the core's recording events into sealed files, index rows and audit records.
 
-Crash safety (format-v1.md, "Recovery"): the wrapped file key is committed to the key
-store and the header is fsynced with its directory before any audio is written; sealed
-segments are appended as they fill and fdatasync'd at most `fsync_interval_s` apart; at
-the end the final segment is written, the file fsynced and renamed from `.rec.partial`
-to `.rec`. What a crash can lose is therefore bounded by:
-  - SIGKILL (the OS survives): the core's jitter window plus the unsealed segment tail
-    (< 16 KiB: 0.5 s of 8 kHz stereo);
-  - power loss: additionally what was written since the last fdatasync (`fsync_interval_s`).
+Crash safety (format-v1.md, "Recovery"): the wrapped file key is committed (durably) to the
+key store before the recording's first byte is written; the header and sealed segments are
+appended as they fill, and made durable together, for every open recording at once, by one
+group sync (`syncfs`) at most `fsync_interval_s` apart; at the end the final segment is
+written, the file fsynced and renamed from `.rec.partial` to `.rec`, and the audit record of
+its hash synced. What a crash can lose is therefore bounded by:
+  - SIGKILL (the OS survives): the core's jitter window and flush cadence (at most 2 s) plus
+    the unsealed segment tail (< 16 KiB: 0.5 s of 8 kHz stereo);
+  - power loss: additionally what was written since the last group sync (`fsync_interval_s`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from recorder.container.format import RecordingHeader
 from recorder.container.keywrap import wrap_file_key
@@ -53,6 +55,22 @@ class OpenRecording:
     failed: bool = False
 
 
+@dataclass(frozen=True)
+class ClosedRecording:
+    """What `on_closed` hears when a recording is sealed under its final name: enough to
+    upload it (archive backend s3) without reading the index."""
+
+    recording_id: str
+    path: Path  # the sealed file
+    relative: str  # its path in the archive
+    sha256: str
+    size: int
+    start_ns: int
+    end_ns: int
+    retention_class: str
+    expires_ns: int | None
+
+
 def keep_everything(retention_class: str, end_ns: int) -> int | None:
     """The default expiry rule: none (retention classes set it when configured)."""
     return None
@@ -86,10 +104,12 @@ class ArchiveWriter:
         expiry: Callable[[str, int], int | None] = keep_everything,
         admission: Callable[[], str | None] = always_admit,
         sensor_id: str | None = None,
+        on_closed: Callable[[ClosedRecording], None] | None = None,
     ) -> None:
         """`expiry(retention_class, end_ns)` fixes a recording's expiry when it closes;
         `admission()` returns a reason to refuse a new recording (e.g. disk nearly full)
-        or None to open it."""
+        or None to open it; `on_closed` hears of each recording once it is sealed, indexed
+        and audited (the uploader queues it)."""
         self._archive = archive
         self._master = master
         self._index = index
@@ -99,6 +119,7 @@ class ArchiveWriter:
         self._expiry = expiry
         self._admission = admission
         self._sensor_id = sensor_id
+        self._on_closed = on_closed
         self._classes: dict[int, str] = {}  # serial -> retention class of open recordings
         self._group = GroupSync(archive.recordings_dir)
         self._last_sync = time.monotonic()
@@ -177,9 +198,10 @@ class ArchiveWriter:
         partial = str(final) + PARTIAL_SUFFIX.removeprefix(".rec")
         fd = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_APPEND, 0o600)
         rec = OpenRecording(recording_id, relative, partial, fd, sealer)
+        # The header reaches the disk with the audio, at the next group sync (`_append`):
+        # until then the recording holds nothing a crash could lose. The wrapped key, put
+        # above, is durable already: no sealed byte can reach the disk before its key.
         self._append(rec, sealer.begin())
-        os.fsync(fd)
-        fsync_dir(final.parent)
         self._open[event.serial] = rec
         self._classes[event.serial] = event.retention_class
         self.stats.opened += 1
@@ -210,6 +232,7 @@ class ArchiveWriter:
         )
         self._audit.append(
             "recording.opened",
+            sync=False,  # durable with the next synced record; "closed" is always synced
             recording_id=recording_id,
             kid=self._master.kid,
             header_sha256=hashlib.sha256(sealer.header.raw).hexdigest(),
@@ -255,6 +278,7 @@ class ArchiveWriter:
         os.rename(rec.partial, final)
         fsync_dir(final.parent)
         digest = rec.sha256.hexdigest()
+        expires_ns = self._expiry(retention_class, event.end_ns)
         self.stats.closed += 1
         self._index.update_recording(
             rec.recording_id,
@@ -265,7 +289,7 @@ class ArchiveWriter:
             sha256=digest,
             size=rec.size,
             reason=event.reason,
-            expires_ns=self._expiry(retention_class, event.end_ns),
+            expires_ns=expires_ns,
         )
         self._audit.append(
             "recording.closed",
@@ -277,6 +301,20 @@ class ArchiveWriter:
             duplicates=event.stats.get("duplicates", 0),
             late=event.stats.get("late", 0),
         )
+        if self._on_closed is not None:
+            self._on_closed(
+                ClosedRecording(
+                    recording_id=rec.recording_id,
+                    path=final,
+                    relative=rec.relative,
+                    sha256=digest,
+                    size=rec.size,
+                    start_ns=rec.sealer.header.header.created_ns,
+                    end_ns=event.end_ns,
+                    retention_class=retention_class,
+                    expires_ns=expires_ns,
+                )
+            )
 
     def _not_recorded(self, event: CallNotRecorded) -> None:
         self.stats.not_recorded += 1
@@ -288,6 +326,7 @@ class ArchiveWriter:
             last_seen_ns=event.last_ns,
             outcome=event.outcome,
             reason=event.reason,
+            sensor_id=self._sensor_id,
         )
         self._audit.append(
             "call.not_recorded", sync=False, outcome="ok", result=event.outcome, reason=event.reason

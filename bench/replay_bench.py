@@ -1,0 +1,148 @@
+"""Replay throughput benchmark (not a test): generates captures of N concurrent G.711 calls,
+then runs, alternately, a bare-Python baseline (read pcap records with struct, look each
+packet's flow up in a dict: the floor of any per-packet Python design), `recorder replay`
+(everything it does for real: match, reorder, decode, encrypt, write, audit, index) and
+`tshark -q -z rtp,streams`, and prints packets/s, concurrent calls followed in real time,
+peak memory and the ratios between them, measured in the same run.
+
+    python bench/replay_bench.py                       # 10, 1,000 and 10,000 calls
+    python bench/replay_bench.py --calls 1000 --seconds 60 --rounds 3
+
+A G.711 call at 20 ms carries 100 packets/s (50 each way), so packets/s / 100 is the number
+of concurrent calls that could be followed in real time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loadgen import generate
+
+_RECORD = struct.Struct("<IIII")
+
+
+def baseline(path: Path) -> float:
+    """Seconds for the floor: read every record, look its flow up in a dict."""
+    flows: dict[bytes, int] = {}
+    start = time.perf_counter()
+    with path.open("rb", buffering=1 << 20) as f:
+        f.read(24)
+        read, unpack = f.read, _RECORD.unpack
+        while head := read(16):
+            _, _, caplen, _ = unpack(head)
+            data = read(caplen)
+            key = data[30:34] + data[36:38]
+            flows[key] = flows.get(key, 0) + 1
+    return time.perf_counter() - start
+
+
+def timed(cmd: list[str], cwd: Path) -> tuple[float, int]:
+    """Wall seconds and peak resident memory (bytes) of a command."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        raise SystemExit(f"{cmd[0]} failed: {err.strip()[-500:]}")
+    return elapsed, usage.ru_maxrss * 1024
+
+
+def run_case(calls: int, seconds: float, rounds: int, work: Path, with_tshark: bool) -> dict:
+    capture = work / f"load-{calls}.pcap"
+    packets = generate(capture, calls, seconds)
+    best: dict[str, tuple[float, int]] = {}
+    for _ in range(rounds):  # alternate, keep each one's best: these machines are noisy
+        b = baseline(capture)
+        best["baseline"] = min(best.get("baseline", (b, 0)), (b, 0))
+        archive = work / "archive"
+        shutil.rmtree(archive, ignore_errors=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "recorder",
+            "replay",
+            "--dev-key",
+            "--archive",
+            str(archive),
+            "--key",
+            str(work / "bench.key"),
+            str(capture),
+        ]
+        r = timed(cmd, work)
+        best["recorder"] = min(best.get("recorder", r), r)
+        if with_tshark and shutil.which("tshark"):
+            t = timed(["tshark", "-q", "-n", "-z", "rtp,streams", "-r", str(capture)], work)
+            best["tshark"] = min(best.get("tshark", t), t)
+    capture.unlink()
+    return {"calls": calls, "packets": packets, **best}
+
+
+def report(row: dict) -> str:
+    pps = {
+        name: row["packets"] / row[name][0]
+        for name in ("baseline", "recorder", "tshark")
+        if name in row
+    }
+    parts = [f"{row['calls']:>6} calls {row['packets']:>9} packets:"]
+    parts.append(
+        f"recorder {pps['recorder']:>9,.0f} pkt/s = {pps['recorder'] / 100:>6,.0f} calls"
+        f" in real time, peak {row['recorder'][1] / 2**20:,.0f} MiB;"
+    )
+    parts.append(
+        f"baseline {pps['baseline']:>9,.0f} pkt/s (recorder at "
+        f"{pps['recorder'] / pps['baseline']:.2f}x)"
+    )
+    if "tshark" in pps:
+        parts.append(
+            f"; tshark {pps['tshark']:>8,.0f} pkt/s (recorder "
+            f"{pps['recorder'] / pps['tshark']:.2f}x faster)"
+        )
+    return " ".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--calls", type=int, nargs="+", default=[10, 1000, 10000])
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        nargs="+",
+        default=None,
+        help="call length per case (default: about 2M packets a case)",
+    )
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--no-tshark", action="store_true")
+    args = parser.parse_args()
+    seconds = args.seconds or [max(2.0, 2_000_000 / (100 * n)) for n in args.calls]
+    with tempfile.TemporaryDirectory(prefix="recorder-bench-") as tmp:
+        work = Path(tmp)
+        rows = []
+        for calls, length in zip(args.calls, seconds, strict=True):
+            row = run_case(calls, length, args.rounds, work, not args.no_tshark)
+            rows.append(row)
+            print(report(row), flush=True)
+        if len(rows) > 1:
+            small, large = rows[0], rows[-1]
+            per_call = (large["recorder"][1] - small["recorder"][1]) / (
+                large["calls"] - small["calls"]
+            )
+            print(
+                f"memory: about {per_call / 1024:,.0f} KiB per concurrent call "
+                f"(peak RSS {small['calls']} vs {large['calls']} calls)"
+            )
+
+
+if __name__ == "__main__":
+    main()

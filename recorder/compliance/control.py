@@ -12,6 +12,12 @@ An optional `reason` (short text, audited with the marker) says who or why.
 Threads: a socket thread accepts, reads and authenticates; the request waits in a queue
 until the capture loop calls `drain(core)`, which is the only place the core is touched
 (the core is single-threaded and sans-I/O). The socket thread then answers.
+
+Timing (live capture, `clock` given): a pause takes effect at the core's capture time when
+the loop applies it, which is never later than the request (packets still waiting in the
+capture ring are silenced too: more silence, never less). A resume takes effect at the
+wall-clock time the request arrived, or later: audio captured before the agent resumed
+but processed after (a capture backlog, the kernel's block timeout) stays silent.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import queue
 import socket
 import stat
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +52,7 @@ class ControlRequest:
     call_id: str | None
     number: str | None
     reason: str
+    received_ns: int = 0  # wall clock when the request arrived (0: not stamped)
     reply: queue.Queue[dict[str, Any]] = field(default_factory=lambda: queue.Queue(maxsize=1))
 
 
@@ -70,8 +78,13 @@ class ControlServer:
     """Start with `start()`, call `drain(core)` from the capture loop (often: each pass),
     `stop()` at shutdown."""
 
-    def __init__(self, socket_path: Path, token_path: Path) -> None:
+    def __init__(
+        self, socket_path: Path, token_path: Path, *, clock: Callable[[], int] | None = None
+    ) -> None:
+        """`clock` (wall-clock ns, live capture only: capture times are wall-clock times)
+        stamps each request as it arrives; a resume never takes effect before it."""
         self.socket_path = Path(socket_path)
+        self._clock = clock
         self._token = read_token(token_path)
         self._requests: queue.Queue[ControlRequest] = queue.Queue(maxsize=64)
         self._sock: socket.socket | None = None
@@ -155,6 +168,8 @@ class ControlServer:
         if request is None:
             log.warning("control request refused: %s", problem)
             return {"ok": False, "error": problem}
+        if self._clock is not None:
+            request.received_ns = self._clock()
         try:
             self._requests.put_nowait(request)
         except queue.Full:
@@ -200,6 +215,8 @@ def apply_request(core: RecorderCore, request: ControlRequest) -> dict[str, Any]
     """Run one request on the core (capture loop thread only)."""
     serials = core.find_calls(call_id=request.call_id, number=request.number)
     now = core.now_ns
+    if request.action == "resume":
+        now = max(now, request.received_ns)  # audio captured before the resume stays silent
     act = {"pause": core.pause, "resume": core.resume, "stop": core.stop_recording}[request.action]
     changed = sum(1 for serial in serials if act(serial, now, request.reason))
     return {"ok": bool(serials), "calls": len(serials), "changed": changed}

@@ -232,7 +232,9 @@ class Service:
         settings = cfg.pci.control
         if not settings.enabled:
             return
-        control = ControlServer(Path(settings.socket), Path(settings.token_file))
+        control = ControlServer(
+            Path(settings.socket), Path(settings.token_file), clock=time.time_ns
+        )
         try:
             with signals_blocked():
                 control.start()

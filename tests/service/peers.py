@@ -25,6 +25,7 @@ class LoopbackCall:
     call_id: str
     numbers: tuple[str, str] = ("+4930111", "+4930222")
     sent: list[list[bytes]] = field(default_factory=lambda: [[], []])
+    sent_ns: list[list[int]] = field(default_factory=lambda: [[], []])  # wall clock of each
     _socks: list[socket.socket] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -79,6 +80,7 @@ class LoopbackCall:
                 payload = tone(n, side)
                 packet = rtp(0, 1000 * side + n, 160 * n, 0x1000 + side, payload)
                 sock = self._socks[2 + side]
+                self.sent_ns[side].append(time.time_ns())
                 sock.sendto(packet, (LOCAL, self.rtp_ports[1 - side]))
                 self.sent[side].append(payload)
             delay = start + (i + 1) * 0.02 - time.monotonic()

@@ -182,7 +182,7 @@ class MediaPath:
                 self._one(call, sender, when, row.tobytes(), count=False)
             return
         side = timeline.sides[sender]
-        side.remember(keys.tolist())
+        side.remember(keys)
         side.stats.packets += packets
         side.stats.duplicates += removed
         if codec is None:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from recorder.core.media_path import MediaPath
 
 _TABLES = np.stack([ULAW_TABLE, ALAW_TABLE])
+CHUNK_PACKETS = 8192  # packets placed per numpy pass (about 10 MiB of index temporaries)
 _TABLE_OF = {"PCMU": 0, "PCMA": 1}
 
 
@@ -59,7 +60,16 @@ def place_calls(path: MediaPath, calls: Iterable[Call]) -> None:
             else:
                 path.process_side(call, sender, times_q[sender], datas)
     for length, streams in by_length.items():
-        _place(path, streams, length)
+        chunk: list[_Stream] = []
+        packets = 0
+        for stream in streams:  # bounded chunks: numpy's temporaries grow with the batch
+            chunk.append(stream)
+            packets += len(stream.datas)
+            if packets >= CHUNK_PACKETS:
+                _place(path, chunk, length)
+                chunk, packets = [], 0
+        if chunk:
+            _place(path, chunk, length)
 
 
 def _batchable(call: Call, path: MediaPath) -> bool:
@@ -178,7 +188,7 @@ def _place(path: MediaPath, streams: list[_Stream], length: int) -> None:
         side.last_ts, side.last_ext = int(ts32[b - 1]), int(ext[b - 1])
         side.max_ext = max(side.max_ext, max_ext[g])
         side.strays = 0
-        side.remember(keys[a:b].tolist())
+        side.remember(keys[a:b])
         side.stats.packets += b - a
         side.stats.duplicates += duplicates[g]
         call.last_rtp_ns = max(call.last_rtp_ns, latest[g])

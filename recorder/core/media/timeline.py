@@ -27,7 +27,7 @@ Positions = NDArray[np.int64]  # grid sample of each packet's first sample
 Block = NDArray[np.int16]  # one row of samples per packet
 
 NS_PER_S = 1_000_000_000
-_DUP_WINDOW = 1024  # sequence numbers remembered per side to recognise duplicates
+_DUP_WINDOW = 512  # packets remembered per side to recognise duplicates (10 s at 20 ms)
 CONFIRM_JUMP = 3  # stray packets in a row that prove a timestamp jump, not lateness
 
 
@@ -46,8 +46,8 @@ class SideTimeline:
 
     __slots__ = (
         "_decoders",
-        "_seen_new",
-        "_seen_old",
+        "_seen",
+        "_seen_at",
         "anchor",
         "buffer",
         "end",
@@ -70,8 +70,9 @@ class SideTimeline:
         self.strays = 0  # stray packets in a row (see CallTimeline._position)
         self.buffer = np.zeros(0, dtype=np.int16)  # samples from the call's cursor onwards
         self.end = 0  # grid sample just after the last placed audio
-        self._seen_new: set[int] = set()
-        self._seen_old: set[int] = set()
+        # A ring of the last packets' (sequence << 32 | timestamp): 4 KiB, not a set of ints.
+        self._seen = np.full(_DUP_WINDOW, -1, dtype=np.int64)
+        self._seen_at = 0
         self._decoders: dict[str, Callable[[bytes], Samples]] = {}
         self.stats = SideStats()
 
@@ -83,26 +84,25 @@ class SideTimeline:
 
     def is_duplicate(self, seq: int, ts: int) -> bool:
         key = (seq << 32) | ts
-        if key in self._seen_new or key in self._seen_old:
+        if (self._seen == key).any():
             self.stats.duplicates += 1
             return True
-        self._seen_new.add(key)
-        if len(self._seen_new) >= _DUP_WINDOW:
-            self._seen_old, self._seen_new = self._seen_new, set()
+        self._seen[self._seen_at] = key
+        self._seen_at = (self._seen_at + 1) % _DUP_WINDOW
         return False
 
-    def remember(self, keys: list[int]) -> None:
+    def remember(self, keys: NDArray[np.int64]) -> None:
         """Note packets placed by a batched path, so later copies count as duplicates."""
-        self._seen_new.update(keys)
-        if len(self._seen_new) >= _DUP_WINDOW:
-            self._seen_old, self._seen_new = self._seen_new, set()
+        keys = keys[-_DUP_WINDOW:]
+        at = (self._seen_at + np.arange(len(keys))) % _DUP_WINDOW
+        self._seen[at] = keys
+        self._seen_at = (self._seen_at + len(keys)) % _DUP_WINDOW
 
     def reanchor(self, ssrc: int, ts: int, grid_now: int) -> None:
         if self.ssrc is not None:
             if ssrc != self.ssrc:
                 self.stats.ssrc_changes += 1
-                self._seen_new.clear()  # a new stream: its numbers say nothing of the old
-                self._seen_old.clear()
+                self._seen.fill(-1)  # a new stream: its numbers say nothing of the old
             else:
                 self.stats.reanchors += 1
         self.ssrc = ssrc
@@ -231,20 +231,14 @@ class CallTimeline:
             inside = index >= 0
             index, samples = index[inside], samples[inside]
         stop = int(index.max()) + 1
-        if len(side.buffer) < stop:
-            grown = np.zeros(max(stop, 2 * len(side.buffer)), dtype=np.int16)
-            grown[: len(side.buffer)] = side.buffer
-            side.buffer = grown
+        _reserve(side, stop)
         side.buffer[index] = samples
         side.end = max(side.end, self.cursor + stop)
 
     def write_contiguous(self, side: SideTimeline, offset: int, samples: Samples) -> None:
         """Write samples that follow each other, `offset` samples past the cursor."""
         stop = offset + len(samples)
-        if len(side.buffer) < stop:
-            grown = np.zeros(max(stop, 2 * len(side.buffer)), dtype=np.int16)
-            grown[: len(side.buffer)] = side.buffer
-            side.buffer = grown
+        _reserve(side, stop)
         side.buffer[offset:stop] = samples
         side.end = max(side.end, self.cursor + stop)
 
@@ -260,9 +254,14 @@ class CallTimeline:
             return b""
         out = np.zeros((count, 2), dtype="<i2")
         for channel, side in enumerate(self.sides):
-            chunk = side.buffer[:count]
-            out[: len(chunk), channel] = chunk
-            side.buffer = side.buffer[count:]
+            buf = side.buffer
+            out[: min(count, len(buf)), channel] = buf[:count]
+            if count >= len(buf):
+                buf[:] = 0
+            else:  # keep the array: move what is left to its front, silence behind it
+                rest = len(buf) - count
+                buf[:rest] = buf[count:]
+                buf[rest:] = 0
         self.cursor = target
         return out.tobytes()
 
@@ -286,3 +285,11 @@ def resample(samples: Block, src_rate: int, dst_rate: int) -> Block:
         down: Block = (pairs.sum(axis=-1) // 2).astype(np.int16)
         return down
     raise ValueError(f"no resampler from {src_rate} Hz to {dst_rate} Hz")
+
+
+def _reserve(side: SideTimeline, size: int) -> None:
+    """Grow a side's buffer (by doubling) to hold `size` samples past the cursor."""
+    if len(side.buffer) < size:
+        grown = np.zeros(max(size, 2 * len(side.buffer)), dtype=np.int16)
+        grown[: len(side.buffer)] = side.buffer
+        side.buffer = grown

@@ -10,7 +10,6 @@ from recorder.config import load_config
 from recorder.errors import RecorderError
 from recorder.runtime.archive import Archive
 from recorder.runtime.audit import AuditTrail
-from recorder.runtime.index import Index
 from recorder.runtime.keyfile import generate_master_key, load_key_ring, write_key_file
 from recorder.runtime.replay import ReplaySummary, replay
 
@@ -33,9 +32,16 @@ def cmd_replay(args: argparse.Namespace, actor: str) -> int:
         key = generate_master_key()
         write_key_file(args.key, key)
         print(f"generated a DEVELOPMENT master key {args.key} (kid {key.kid})", file=sys.stderr)
-    master = load_key_ring(args.key).current  # a key file, or a key directory's current key
+    ring = load_key_ring(args.key)  # a key file, or a key directory (current + older keys)
     config = load_config(args.config)
-    summary = replay(list(args.captures), args.archive, master, actor, config=config)
+    summary = replay(
+        list(args.captures),
+        args.archive,
+        ring.current,
+        actor,
+        config=config,
+        recovery_keys=ring.keys,
+    )
     _print_summary(summary, args.archive)
     return 0
 
@@ -66,9 +72,12 @@ def _print_summary(s: ReplaySummary, archive: object) -> None:
 
 
 def cmd_list(args: argparse.Namespace, actor: str) -> int:
+    from recorder.scale.backends import backends_for
+
     archive = Archive(args.archive)
-    archive.require()
-    index = Index(archive.index_path)
+    backends = backends_for(archive)  # RECORDER_CONFIG may name a shared index
+    backends.require()
+    index = backends.open_index()
     try:
         if args.calls:
             calls = [c.to_public_dict() for c in index.list_calls()]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,9 +47,12 @@ def replay(
     *,
     config: Config | None = None,
     guard: bool = True,
+    recovery_keys: Mapping[str, MasterKey] | None = None,
 ) -> ReplaySummary:
+    """Record every call of the captures; `recovery_keys` (every master key by kid) let
+    recordings a crash left open under an older key be recovered too."""
     config = config or Config()
-    session = ArchiveSession(root, master, actor, config)
+    session = ArchiveSession(root, master, actor, config, recovery_keys=recovery_keys)
     summary = ReplaySummary(recovered=session.recovered)
     try:
         core = build_core(config)  # policy, DTMF pause/opt-out; warns when no policy is set

@@ -219,7 +219,10 @@ def test_missing_file(tmp_path: Path) -> None:
         CaptureFile(tmp_path / "nope.pcap")
 
 
-def test_replay_does_not_import_pylibpcap() -> None:
-    code = "import sys, recorder.runtime.sources; print('pylibpcap' in sys.modules)"
+def test_replay_does_not_load_libpcap() -> None:
+    code = (
+        "import sys, recorder.runtime.replay, recorder.runtime.sources; "
+        "print('recorder.runtime.libpcap' in sys.modules or 'pylibpcap' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

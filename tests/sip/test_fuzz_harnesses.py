@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-HARNESSES = ["fuzz_sip.py", "fuzz_sdp.py", "fuzz_tcp.py"]
+HARNESSES = ["fuzz_sip.py", "fuzz_sdp.py", "fuzz_tcp.py", "fuzz_rtp.py", "fuzz_frame.py"]
 
 
 @pytest.mark.parametrize("harness", HARNESSES)

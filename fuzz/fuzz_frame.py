@@ -1,0 +1,99 @@
+"""Fuzz frame decoding and the whole core: NetDecoder.decode returns a datagram, None or a
+documented DecodeError; RecorderCore.receive_frame never raises, whatever the frames, while
+a call is up (so SIP, SDP and RTP paths all see the fuzz)."""
+
+from __future__ import annotations
+
+import struct
+import sys
+
+import _common  # puts the repository on sys.path
+import atheris  # type: ignore[import-untyped, import-not-found, unused-ignore]
+
+with atheris.instrument_imports():
+    from recorder.core.model import Frame
+    from recorder.core.net import DROP_REASONS, NetDecoder
+    from recorder.core.pipeline import RecorderCore
+    from recorder.errors import DecodeError
+
+LINKTYPES = (0, 1, 101, 108, 113, 228, 229, 276, 197, 9, 50)
+ETH_IP_UDP = struct.Struct("!6s6sHBBHHHBBH4s4sHHHH")
+
+
+def udp(src: bytes, sport: int, dst: bytes, dport: int, payload: bytes) -> bytes:
+    return (
+        ETH_IP_UDP.pack(
+            b"\2" * 6,
+            b"\4" * 6,
+            0x0800,
+            0x45,
+            0,
+            28 + len(payload),
+            0,
+            0,
+            64,
+            17,
+            0,
+            src,
+            dst,
+            sport,
+            dport,
+            8 + len(payload),
+            0,
+        )
+        + payload
+    )
+
+
+A, B = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+SDP = (
+    b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 4000 RTP/AVP 0 101\r\n"
+)
+INVITE = (
+    b"INVITE sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1\r\nFrom: <sip:a@x>;tag=1\r\n"
+    b"To: <sip:b@x>\r\nCall-ID: fuzz\r\nCSeq: 1 INVITE\r\nContent-Type: application/sdp\r\n"
+    b"Content-Length: " + str(len(SDP)).encode() + b"\r\n\r\n" + SDP
+)
+RTP = struct.pack("!BBHII", 0x80, 0, 1, 160, 7) + bytes(160)
+SEEDS = [udp(A, 5060, B, 5060, INVITE), udp(B, 4002, A, 4000, RTP), udp(A, 4000, B, 4002, RTP)]
+
+
+def check_decoder(linktype: int, data: bytes) -> None:
+    try:
+        NetDecoder().decode(linktype, data, 0)
+    except DecodeError as exc:
+        if exc.reason not in DROP_REASONS.get(exc.layer, frozenset()):
+            raise AssertionError(f"undocumented error {exc.layer}/{exc.reason}") from exc
+
+
+def test_one_input(data: bytes) -> None:
+    fdp = atheris.FuzzedDataProvider(data)
+    linktype = LINKTYPES[fdp.ConsumeIntInRange(0, len(LINKTYPES) - 1)]
+    core = RecorderCore()
+    core.receive_frame(Frame(10**9, 1, SEEDS[0]))
+    now = 10**9
+    while fdp.remaining_bytes():
+        now += fdp.ConsumeIntInRange(0, 3 * 10**9)
+        seed = SEEDS[fdp.ConsumeIntInRange(0, len(SEEDS) - 1)]
+        frame = _common.splice(
+            seed,
+            fdp.ConsumeIntInRange(0, len(seed)),
+            fdp.ConsumeIntInRange(0, 8),
+            fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 64)),
+        )
+        kind = linktype if fdp.ConsumeBool() else 1
+        check_decoder(kind, frame)
+        core.receive_frame(Frame(now, kind, frame))  # any exception is a crash
+    core.close()
+    for _ in core.events():
+        pass
+
+
+def main() -> None:
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()

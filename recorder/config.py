@@ -49,13 +49,35 @@ class CaptureSettings:
 
 @dataclass(frozen=True)
 class S3Settings:
-    endpoint: str = ""
-    bucket: str = ""
+    """Where closed recordings and audit segments go (archive backend s3); see
+    recorder/scale/. Recordings are written locally first and uploaded when closed."""
+
+    endpoint: str = ""  # e.g. https://s3.eu-central-1.amazonaws.com; empty: AWS by region
+    bucket: str = ""  # created with Object Lock enabled (versioning follows)
     region: str = "us-east-1"
-    path_style: bool = False
+    path_style: bool = False  # https://host/bucket/key instead of https://bucket.host/key
     credential: str = ""  # systemd credential holding access key id and secret; else environment
+    prefix: str = ""  # prepended to every object key, e.g. "recorder/"
     keep_local: bool = False  # keep the local copy after a verified upload
-    spool_max_bytes: int = 10 * 1024**3
+    verify: Literal["head", "read"] = "head"  # check an upload by its checksum, or read it back
+    spool_max_bytes: int = 10 * 1024**3  # recordings waiting for upload; full: like a full disk
+    timeout_s: float = 10.0  # connect and read timeout of one request
+    retry_max_s: float = 60.0  # longest wait between retries while S3 is unavailable
+    drain_timeout_s: float = 30.0  # at the end of a replay or a stop: wait for pending uploads
+    audit_ship_interval_s: float = 60.0  # ship new audit lines at least this often
+    audit_retain_days: int = 2557  # Object Lock of shipped audit segments (7 years)
+
+    def check(self, path: str) -> None:
+        require(self.spool_max_bytes > 0, f"{path}.spool_max_bytes", "must be positive")
+        for name in ("timeout_s", "retry_max_s", "audit_ship_interval_s"):
+            require(getattr(self, name) > 0, f"{path}.{name}", "must be positive")
+        require(self.drain_timeout_s >= 0, f"{path}.drain_timeout_s", "must not be negative")
+        require(self.audit_retain_days > 0, f"{path}.audit_retain_days", "must be positive")
+        require(
+            self.prefix == "" or (self.prefix.endswith("/") and not self.prefix.startswith("/")),
+            f"{path}.prefix",
+            "must end with '/' and not start with one",
+        )
 
 
 @dataclass(frozen=True)
@@ -77,11 +99,13 @@ class ArchiveSettings:
 @dataclass(frozen=True)
 class IndexSettings:
     backend: Literal["sqlite", "postgresql"] = "sqlite"
-    dsn: str = ""  # libpq connection string for postgresql
+    dsn: str = ""  # libpq connection string for postgresql (the key store lives there too)
+    connect_timeout_s: int = 5
 
     def check(self, path: str) -> None:
         if self.backend == "postgresql":
             require(bool(self.dsn), f"{path}.dsn", "must be set for the postgresql backend")
+        require(self.connect_timeout_s > 0, f"{path}.connect_timeout_s", "must be positive")
 
 
 @dataclass(frozen=True)

@@ -87,9 +87,11 @@ def _time(text: str | None, flag: str) -> int | None:
 
 def cmd_retention(args: argparse.Namespace, actor: str) -> int:
     from recorder.compliance.retention import build_expiry_rule, resolve_now, run_retention
+    from recorder.scale.backends import config_for
 
-    config = load_config(args.config)
     archive = Archive(args.archive)
+    # --config, else the node's config named by RECORDER_CONFIG, else every default
+    config = load_config(args.config) if args.config else config_for(archive) or load_config(None)
     if args.retention_action == "extend":
         return _extend(args, actor, archive, build_expiry_rule(config))
     now, given = resolve_now(args.now)
@@ -109,13 +111,18 @@ def cmd_retention(args: argparse.Namespace, actor: str) -> int:
 def _extend(args: argparse.Namespace, actor: str, archive: Archive, classes: Any) -> int:
     from recorder.compliance.retention import extend_retention
     from recorder.runtime.audit import AuditTrail
-    from recorder.runtime.index import Index
+    from recorder.scale.backends import CommandStores, bind, ship_trail
 
     until = _time(args.until, "--until")
     assert until is not None
-    archive.require()
+    if args.config is not None:
+        bind(archive, load_config(args.config))  # its index, keys and bucket too
     refused = 0
-    with Index(archive.index_path) as index, AuditTrail(archive.audit_path, actor) as audit:
+    with (
+        CommandStores(archive, keys=False) as stores,
+        AuditTrail(archive.audit_path, actor) as audit,
+    ):
+        index = stores.index
         rows = [index.get(rid) for rid in args.recording_ids]
         if args.number:
             rows += index.find_recordings(number=args.number)
@@ -124,21 +131,21 @@ def _extend(args: argparse.Namespace, actor: str, archive: Archive, classes: Any
         for row in rows:
             if row is None:
                 raise RecorderError("no such recording in the index")
-            why = extend_retention(index, audit, classes, row, until, args.reason)
+            why = extend_retention(index, audit, classes, row, until, args.reason, stores.sync)
             print(f"{row.id}: {'extended' if why is None else 'REFUSED: ' + why}")
             refused += why is not None
+    ship_trail(archive)
     return 1 if refused else 0
 
 
 def cmd_hold(args: argparse.Namespace, actor: str) -> int:
     from recorder.compliance.subject import set_holds
-    from recorder.runtime.index import Index
+    from recorder.scale.backends import CommandStores
 
     archive = Archive(args.archive)
     if args.hold_action == "list":
-        archive.require()
-        with Index(archive.index_path) as index:
-            for hold in index.holds():
+        with CommandStores(archive, keys=False) as stores:
+            for hold in stores.index.holds():
                 print(
                     f"{hold.recording_id}  since {rfc3339_ns(hold.set_ns, digits=0)}"
                     f"  by {hold.actor}: {hold.reason}"

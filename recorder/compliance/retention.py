@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from recorder.compliance.settings import PROTECTED_BASIS, RetentionClass
 from recorder.config import Config
@@ -30,6 +30,10 @@ from recorder.runtime.audit import AuditTrail
 from recorder.runtime.index import Hold, Index, RecordingRow
 from recorder.runtime.keystore import KeyStore
 from recorder.runtime.timefmt import parse_rfc3339_ns, rfc3339_ns
+from recorder.scale.backends import CommandStores, bind, ship_trail
+
+if TYPE_CHECKING:
+    from recorder.scale.locks import RemoteCopies
 
 NS_PER_S = 1_000_000_000
 NS_PER_DAY = 86_400 * NS_PER_S
@@ -79,13 +83,26 @@ def deletion_refusal(row: RecordingRow, hold: Hold | None, now_ns: int, why: Why
 
 
 class Disposer:
-    """Deletes recordings, each through `deletion_refusal`, each deletion audited."""
+    """Deletes recordings, each through `deletion_refusal`, each deletion audited.
+    `remote` (archive backend s3) adds the bucket's word: an object under Object Lock, or
+    one not uploaded yet, is not deleted; an uploaded one is deleted with the file."""
 
-    def __init__(self, archive: Archive, index: Index, keys: KeyStore, audit: AuditTrail):
+    def __init__(
+        self,
+        archive: Archive,
+        index: Index,
+        keys: KeyStore,
+        audit: AuditTrail,
+        remote: RemoteCopies | None = None,
+    ):
         self.archive, self.index, self.keys, self.audit = archive, index, keys, audit
+        self.remote = remote
 
     def refusal(self, row: RecordingRow, now_ns: int, why: Why) -> str | None:
-        return deletion_refusal(row, self.index.hold_of(row.id), now_ns, why)
+        refusal = deletion_refusal(row, self.index.hold_of(row.id), now_ns, why)
+        if refusal is None and self.remote is not None:
+            refusal = self.remote.refusal(row, now_ns)
+        return refusal
 
     def delete(self, row: RecordingRow, now_ns: int, why: Why) -> str | None:
         """Delete `row` unless the gate refuses; returns the refusal (not deleted) or None."""
@@ -108,6 +125,8 @@ class Disposer:
         path.unlink(missing_ok=True)
         if path.parent.is_dir():
             fsync_dir(path.parent)
+        if self.remote is not None:
+            self.remote.delete(row)  # refused by the bucket: the row stays, verify says so
         self.index.delete_recording(row.id)
         return None
 
@@ -161,14 +180,12 @@ def run_retention(
     entries of calls not recorded. Audited from start to finish. `cancelled` (the service's
     shutdown) is asked before each recording: a run stops between two deletions, never
     inside one."""
-    archive.require()
+    bind(archive, config)  # the index, keys and bucket this config names
     report = RetentionReport(now_ns, dry_run=dry_run)
     classes = build_expiry_rule(config)
-    with (
-        Index(archive.index_path) as index,
-        KeyStore(archive.keystore_path) as keys,
-        AuditTrail(archive.audit_path, actor) as audit,
-    ):
+    with CommandStores(archive) as stores, AuditTrail(archive.audit_path, actor) as audit:
+        index, keys = stores.index, stores.keys
+        assert keys is not None
         audit.append(
             "retention.started",
             now=rfc3339_ns(now_ns),
@@ -176,8 +193,8 @@ def run_retention(
             dry_run=dry_run,
         )
         if not dry_run:
-            report.expiry_fixed = _fix_expiries(index, audit, classes)
-        disposer = Disposer(archive, index, keys, audit)
+            report.expiry_fixed = _fix_expiries(index, audit, classes, stores.sync)
+        disposer = Disposer(archive, index, keys, audit, stores.remote)
         for row in index.expired(now_ns):
             if cancelled is not None and cancelled():
                 report.interrupted = True
@@ -205,11 +222,18 @@ def run_retention(
             calls_purged=report.calls_purged,
             interrupted=report.interrupted,
         )
+    ship_trail(archive)
     return report
 
 
-def _fix_expiries(index: Index, audit: AuditTrail, classes: dict[str, RetentionClass]) -> int:
-    """Recordings closed without an expiry (recovered after a crash) get their class's."""
+def _fix_expiries(
+    index: Index,
+    audit: AuditTrail,
+    classes: dict[str, RetentionClass],
+    sync: Callable[[str], None] | None = None,
+) -> int:
+    """Recordings closed without an expiry (recovered after a crash) get their class's
+    (and, uploaded under Object Lock, a retain-until extended to it: `sync`)."""
     fixed = 0
     for row in index.without_expiry():
         cls = classes.get(row.retention_class)
@@ -218,6 +242,8 @@ def _fix_expiries(index: Index, audit: AuditTrail, classes: dict[str, RetentionC
         expires = class_expiry(cls, row.end_ns)
         index.update_recording(row.id, expires_ns=expires)
         audit.append("retention.expiry_fixed", recording_id=row.id, expires=rfc3339_ns(expires))
+        if sync is not None:
+            sync(row.id)
         fixed += 1
     return fixed
 
@@ -229,9 +255,11 @@ def extend_retention(
     row: RecordingRow,
     until_ns: int,
     reason: str,
+    sync: Callable[[str], None] | None = None,
 ) -> str | None:
     """Push a recording's expiry to `until_ns` within its class's limit; never shorten.
-    Returns the refusal, or None when extended. Both outcomes are audited."""
+    Returns the refusal, or None when extended. Both outcomes are audited. `sync` then
+    extends the retain-until of an uploaded, object-locked copy to match."""
     cls = classes.get(row.retention_class)
     refusal: str | None = None
     if row.end_ns is None or row.state == "open":
@@ -260,4 +288,6 @@ def extend_retention(
         until=rfc3339_ns(until_ns),
         reason=reason,
     )
+    if sync is not None:
+        sync(row.id)
     return None

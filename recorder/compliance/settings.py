@@ -104,6 +104,10 @@ class RetentionClass:
     max_years: int = 0
     max_days: int = 0
     obligation: str = ""  # the law that imposes it (rules using the class need legal_obligation)
+    # With archive backend s3: recordings of the class are stored under S3 Object Lock in
+    # COMPLIANCE mode until their expiry (write once: SEC 17a-4(f), MiFID II Art 76). Never
+    # set it on a class that must stay erasable (GDPR): a locked object outlives any request.
+    lock: bool = False
 
     def check(self, path: str) -> None:
         require(self.years >= 0 and self.days >= 0, path, "years and days must not be negative")

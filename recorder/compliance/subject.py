@@ -22,9 +22,9 @@ from recorder.errors import ArchiveError, RecorderError
 from recorder.runtime.archive import Archive
 from recorder.runtime.audit import AuditTrail, Value, canonical_bytes, line_hash, verify_audit
 from recorder.runtime.export import export_wav
-from recorder.runtime.index import Index, RecordingRow
-from recorder.runtime.keystore import KeyStore
+from recorder.runtime.index import RecordingRow
 from recorder.runtime.timefmt import rfc3339_ns
+from recorder.scale.backends import CommandStores, ship_trail
 
 MANIFEST = "manifest.json"
 
@@ -48,15 +48,18 @@ class Criteria:
 
 def search(archive: Archive, criteria: Criteria, actor: str) -> list[RecordingRow]:
     """Recordings matching every criterion given; the search is audited."""
-    archive.require()
-    with Index(archive.index_path) as index, AuditTrail(archive.audit_path, actor) as audit:
-        rows = index.find_recordings(
+    with (
+        CommandStores(archive, keys=False) as stores,
+        AuditTrail(archive.audit_path, actor) as audit,
+    ):
+        rows = stores.index.find_recordings(
             number=criteria.number,
             start_from_ns=criteria.start_from_ns,
             start_to_ns=criteria.start_to_ns,
             purpose=criteria.purpose,
         )
         audit.append("search", criteria=criteria.for_audit(), results=_ids(rows))
+    ship_trail(archive)
     return rows
 
 
@@ -70,13 +73,12 @@ def export_subject(
     """Every recording of `number` as WAV in `folder`, with `manifest.json`: each
     recording's metadata, the SHA-256 of the stored file and of the WAV, and the audit
     records of its history (with each line's hash, for checking against the trail)."""
-    archive.require()
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if any(folder.iterdir()):
-        raise ArchiveError(f"export folder {folder} is not empty")
-    with Index(archive.index_path) as index:
-        rows = index.find_recordings(number=number)
-        holds = {h.recording_id: h for h in index.holds()}
+    with CommandStores(archive, keys=False) as stores:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if any(folder.iterdir()):
+            raise ArchiveError(f"export folder {folder} is not empty")
+        rows = stores.index.find_recordings(number=number)
+        holds = {h.recording_id: h for h in stores.index.holds()}
     with AuditTrail(archive.audit_path, actor) as audit:
         audit.append("export.subject", criteria={"by_number": True}, recordings=_ids(rows))
     entries: list[dict[str, Any]] = []
@@ -134,14 +136,11 @@ def erase(
     """Erasure request (GDPR Art 17): delete the subject's recordings that no legal
     obligation or hold keeps, and the entries of their calls not recorded. Audited: the
     request, each deletion, and each recording kept with why."""
-    archive.require()
     report = ErasureReport()
     now = time.time_ns()
-    with (
-        Index(archive.index_path) as index,
-        KeyStore(archive.keystore_path) as keys,
-        AuditTrail(archive.audit_path, actor) as audit,
-    ):
+    with CommandStores(archive) as stores, AuditTrail(archive.audit_path, actor) as audit:
+        index, keys = stores.index, stores.keys
+        assert keys is not None
         rows = index.find_recordings(number=number)
         audit.append(
             "erase.requested",
@@ -149,7 +148,7 @@ def erase(
             dry_run=dry_run,
             recordings=_ids(rows),
         )
-        disposer = Disposer(archive, index, keys, audit)
+        disposer = Disposer(archive, index, keys, audit, stores.remote)
         for row in rows:
             refusal = disposer.refusal(row, now, "erasure")
             if refusal is None and not dry_run:
@@ -170,6 +169,7 @@ def erase(
             kept=list[Value](sorted(report.kept)),
             calls_removed=report.calls_removed,
         )
+    ship_trail(archive)
     return report
 
 
@@ -183,11 +183,15 @@ def set_holds(
     clear: bool = False,
 ) -> list[str]:
     """Set (or clear) a legal hold on recordings by id or on every recording of a number;
-    returns the ids changed. Each change is audited."""
-    archive.require()
+    returns the ids changed. Each change is audited; an uploaded copy gets (or loses) its
+    S3 legal hold with it."""
     if not reason.strip():
         raise RecorderError("a legal hold needs --reason")
-    with Index(archive.index_path) as index, AuditTrail(archive.audit_path, actor) as audit:
+    with (
+        CommandStores(archive, keys=False) as stores,
+        AuditTrail(archive.audit_path, actor) as audit,
+    ):
+        index = stores.index
         targets = list(ids)
         if number is not None:
             targets += [r.id for r in index.find_recordings(number=number)]
@@ -205,6 +209,8 @@ def set_holds(
                     "hold.cleared" if clear else "hold.set", recording_id=rid, reason=reason
                 )
                 changed.append(rid)
+            stores.sync(rid)  # the index first, then the object: see scale/locks.py
+    ship_trail(archive)
     return changed
 
 

@@ -3,7 +3,9 @@ WAV; raw RTP of media the recorder cannot decode (content "rtp") becomes a pcap 
 Wireshark or a codec tool can decode later.
 
 Only verified segments are ever written out; a recording that fails authentication
-produces no output (the partial file is removed) and an audit record of the failure."""
+produces no output (the partial file is removed) and an audit record of the failure.
+With the shared backends (recorder/scale/) the index and keys are PostgreSQL's and a
+recording no longer on this node is read from the bucket."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from recorder.runtime.audit import AuditTrail, Value
 from recorder.runtime.index import Index, RecordingRow
 from recorder.runtime.keystore import KeyStore
 from recorder.runtime.opening import HashingReader, file_key_for
+from recorder.scale.backends import backends_for, open_recording, ship_trail
+from recorder.scale.store import RecordingStore
 
 
 def export_wav(
@@ -33,9 +37,10 @@ def export_wav(
     actor: str,
 ) -> str:
     """Export one recording to `output` (a WAV, or a pcap for raw RTP); audited."""
-    archive.require()
-    index = Index(archive.index_path)
-    keys = KeyStore(archive.keystore_path)
+    backends = backends_for(archive)
+    backends.require()
+    index = backends.open_index()
+    keys = backends.open_keys()
     audit = AuditTrail(archive.audit_path, actor)
     try:
         row = index.get(recording_id)
@@ -49,7 +54,7 @@ def export_wav(
                 f"decode to audio; export it as a capture: -o {output.with_suffix('.pcap')}"
             )
         try:
-            info = _export(archive, masters, keys, row, output, kind)
+            info = _export(archive, masters, keys, row, output, kind, index, backends.store())
         except (IntegrityError, OSError) as exc:
             audit.append(
                 "export",
@@ -63,11 +68,12 @@ def export_wav(
         audit.append(
             "export", recording_id=recording_id, output=str(output), format=kind, details=details
         )
-        return ", ".join(f"{k} {v}" for k, v in info.items())
     finally:
         audit.close()
         keys.close()
         index.close()
+    ship_trail(archive)
+    return ", ".join(f"{k} {v}" for k, v in info.items())
 
 
 def _export(
@@ -77,12 +83,14 @@ def _export(
     row: RecordingRow,
     output: Path,
     kind: str,
+    index: Index,
+    store: RecordingStore | None,
 ) -> dict[str, int]:
     file_key = file_key_for(keys, masters, row.id)
     tmp = output.with_name(f".{output.name}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # plaintext: private
-        with archive.resolve(row.path).open("rb") as raw, os.fdopen(fd, "wb") as out:
+        with open_recording(archive, row, index, store) as raw, os.fdopen(fd, "wb") as out:
             reader = HashingReader(raw)
             stream = DecryptStream(reader, file_key, strict=row.complete, expected_id=row.id)
             info = _write_wav(out, stream) if kind == "wav" else _write_pcap(out, stream)

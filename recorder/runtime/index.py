@@ -119,8 +119,25 @@ class CallRow:
         }
 
 
+@dataclass(kw_only=True)
+class StoredObject:
+    """Where a recording was uploaded (archive backend s3): the object key and version id,
+    the SHA-256 the object store verified, and the Object Lock state the recorder set."""
+
+    recording_id: str
+    object_key: str
+    version_id: str
+    sha256: str
+    size: int
+    uploaded_ns: int
+    locked_until_ns: int | None = None  # COMPLIANCE retain-until, None when not locked
+    legal_hold: bool = False
+    sensor_id: str | None = None
+
+
 _REC_COLUMNS = tuple(f.name for f in fields(RecordingRow))
 _CALL_COLUMNS = tuple(f.name for f in fields(CallRow))
+_OBJ_COLUMNS = tuple(f.name for f in fields(StoredObject))
 
 
 def _v1(db: sqlite3.Connection) -> None:
@@ -164,7 +181,18 @@ def _v3(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE recordings ADD COLUMN content TEXT NOT NULL DEFAULT 'pcm_s16le'")
 
 
-_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3)
+def _v4(db: sqlite3.Connection) -> None:
+    """Uploaded copies (archive backend s3): one object version per recording."""
+    db.execute(
+        """CREATE TABLE objects (
+            recording_id TEXT PRIMARY KEY, object_key TEXT NOT NULL, version_id TEXT NOT NULL,
+            sha256 TEXT NOT NULL, size INTEGER NOT NULL, uploaded_ns INTEGER NOT NULL,
+            locked_until_ns INTEGER, legal_hold INTEGER NOT NULL CHECK (legal_hold IN (0, 1)),
+            sensor_id TEXT)"""
+    )
+
+
+_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -194,8 +222,23 @@ def _row(record: tuple[Any, ...]) -> RecordingRow:
     return RecordingRow(**values)
 
 
+def _object(record: tuple[Any, ...]) -> StoredObject:
+    values = dict(zip(_OBJ_COLUMNS, record, strict=True))
+    values["legal_hold"] = bool(values["legal_hold"])
+    return StoredObject(**values)
+
+
 class Index:
-    """The recordings index of one archive; one instance per process and thread."""
+    """The recordings index of one archive; one instance per process and thread.
+
+    The SQL below is shared with the PostgreSQL index (`recorder.scale.pg.PgIndex`), which
+    swaps in its own connection and the few statements whose dialects differ."""
+
+    # Replaying a capture twice updates a call's entry rather than listing it twice.
+    _UPSERT_CALL = """INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (call_id, first_seen_ns) DO UPDATE SET
+                 last_seen_ns = MAX(last_seen_ns, excluded.last_seen_ns),
+                 outcome = excluded.outcome, reason = excluded.reason"""
 
     def __init__(self, path: Path, *, create: bool = True, busy_timeout_s: float = 10.0) -> None:
         self.path = Path(path)
@@ -376,18 +419,50 @@ class Index:
         """Record a call not recorded as audio; the same (call_id, first_seen_ns) updates it,
         so replaying a capture twice does not list its calls twice."""
         values = (call_id, caller, callee, first_seen_ns, last_seen_ns, outcome, reason, sensor_id)
-        self._db.execute(
-            """INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT (call_id, first_seen_ns) DO UPDATE SET
-                 last_seen_ns = MAX(last_seen_ns, excluded.last_seen_ns),
-                 outcome = excluded.outcome, reason = excluded.reason""",
-            [_text(v) for v in values],
-        )
+        self._db.execute(self._UPSERT_CALL, [_text(v) for v in values])
 
     def list_calls(self) -> list[CallRow]:
         """Every call seen but not recorded, oldest first."""
         sql = f"SELECT {', '.join(_CALL_COLUMNS)} FROM calls ORDER BY first_seen_ns, call_id"  # noqa: S608
         return [CallRow(**dict(zip(_CALL_COLUMNS, r, strict=True))) for r in self._db.execute(sql)]
+
+    # -- uploaded copies (archive backend s3) ----------------------------------------------
+
+    def add_object(self, obj: StoredObject) -> bool:
+        """Record where a recording was uploaded; False (unchanged) if it already was."""
+        values = asdict(obj)
+        values["legal_hold"] = int(bool(values["legal_hold"]))
+        params = [_text(values[name]) for name in _OBJ_COLUMNS]
+        marks = ", ".join("?" * len(_OBJ_COLUMNS))
+        sql = (
+            f"INSERT INTO objects ({', '.join(_OBJ_COLUMNS)}) VALUES ({marks})"  # noqa: S608
+            " ON CONFLICT (recording_id) DO NOTHING"
+        )
+        return self._db.execute(sql, params).rowcount == 1
+
+    def object_of(self, recording_id: str) -> StoredObject | None:
+        sql = f"SELECT {', '.join(_OBJ_COLUMNS)} FROM objects WHERE recording_id = ?"  # noqa: S608
+        record = self._db.execute(sql, (recording_id,)).fetchone()
+        return None if record is None else _object(record)
+
+    def list_objects(self) -> list[StoredObject]:
+        """Every uploaded copy, by recording id."""
+        sql = f"SELECT {', '.join(_OBJ_COLUMNS)} FROM objects ORDER BY recording_id"  # noqa: S608
+        return [_object(record) for record in self._db.execute(sql)]
+
+    def update_object(
+        self, recording_id: str, *, locked_until_ns: int | None, legal_hold: bool
+    ) -> bool:
+        """Note the Object Lock state last set on a recording's object."""
+        cursor = self._db.execute(
+            "UPDATE objects SET locked_until_ns = ?, legal_hold = ? WHERE recording_id = ?",
+            (locked_until_ns, int(legal_hold), recording_id),
+        )
+        return cursor.rowcount == 1
+
+    def delete_object(self, recording_id: str) -> bool:
+        cursor = self._db.execute("DELETE FROM objects WHERE recording_id = ?", (recording_id,))
+        return cursor.rowcount == 1
 
     def schema_version(self) -> int:
         return _version(self._db)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recorder.compliance.factory import build_expiry
 from recorder.config import Config
@@ -18,11 +19,18 @@ from recorder.runtime.keystore import KeyStore
 from recorder.runtime.recovery import recover_partials
 from recorder.runtime.writer import ArchiveWriter
 
+if TYPE_CHECKING:
+    from recorder.scale.runtime import ScaleRuntime
+
 
 class ArchiveSession:
     """`master` wraps the file keys of new recordings; `recovery_keys` (by kid, e.g. a key
     ring after a rotation) unwrap those of partial recordings a crash left, which may be
-    wrapped under an older master key (default: `master` alone)."""
+    wrapped under an older master key (default: `master` alone).
+
+    With archive backend s3 or index backend postgresql, `scale` (recorder/scale/) gives
+    the writer its index and key store, queues each closed recording for upload and runs
+    the workers; `close` waits for them (archive.s3.drain_timeout_s)."""
 
     def __init__(
         self,
@@ -36,11 +44,20 @@ class ArchiveSession:
         self.config = config
         self.archive = Archive(root)
         self.archive.create()
-        self.index = Index(self.archive.index_path)
-        self.keys = KeyStore(self.archive.keystore_path)
         self.audit = AuditTrail(self.archive.audit_path, actor)
+        self.scale: ScaleRuntime | None = None
+        if config.archive.backend != "local" or config.index.backend != "sqlite":
+            from recorder.scale.runtime import ScaleRuntime
+
+            self.scale = ScaleRuntime(self.archive, config, actor, self.audit)
+            self.index = self.scale.writer_index()
+            self.keys = self.scale.writer_keys()
+        else:
+            self.index = Index(self.archive.index_path)
+            self.keys = KeyStore(self.archive.keystore_path)
         masters = {master.kid: master, **(recovery_keys or {})}
         self.recovered = recover_partials(self.archive, masters, self)
+        admission = build_admission(config, self.archive, self.audit)
         self.writer = ArchiveWriter(
             self.archive,
             master,
@@ -49,12 +66,17 @@ class ArchiveSession:
             self.audit,
             fsync_interval_s=config.archive.fsync_interval_s,
             expiry=build_expiry(config),
-            admission=build_admission(config, self.archive, self.audit),
+            admission=self.scale.admission(admission) if self.scale else admission,
             sensor_id=config.sensor_id,
+            on_closed=self.scale.on_closed if self.scale else None,
         )
+        if self.scale is not None:
+            self.scale.start()
 
     def close(self) -> None:
         self.writer.close()
+        if self.scale is not None:
+            self.scale.close()
         self.audit.close()
         self.keys.close()
         self.index.close()

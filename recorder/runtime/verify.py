@@ -2,7 +2,12 @@
 recording the audit trail mentions exists with the hash the trail recorded, and the audit
 trail's hash chain is intact. A recording the trail records as deleted (retention,
 erasure) must be gone: no index row, no file, no key. Each failure is one line naming what
-and where."""
+and where.
+
+With the shared backends (recorder/scale/) the index and keys are PostgreSQL's, every
+sensor's recordings are checked (read from the bucket when not on this node), and the
+trails the sensors shipped to the bucket are verified and joined to this node's
+(`scale/verify.py`). A recording its sensor has not uploaded yet is a note, not a failure."""
 
 from __future__ import annotations
 
@@ -18,11 +23,15 @@ from recorder.runtime.audit import AuditReport, AuditTrail, verify_audit
 from recorder.runtime.index import Index, RecordingRow
 from recorder.runtime.keystore import KeyStore
 from recorder.runtime.opening import HashingReader, file_key_for
+from recorder.scale.backends import Backends, backends_for, open_recording, ship_trail
+from recorder.scale.store import RecordingStore
 
 # Audit events that state a recording's final hash; the latest one per recording counts.
 _HASH_EVENTS = ("recording.closed", "recording.recovered")
 # Written before a recording's key, file and index row are destroyed (compliance/retention).
 _DELETED_EVENT = "recording.deleted"
+# A recording on another sensor, not uploaded yet: neither its file nor its audit is here.
+_PENDING = "pending"
 
 
 @dataclass
@@ -40,14 +49,19 @@ class VerifyReport:
 
 
 def verify_archive(archive: Archive, masters: Mapping[str, MasterKey], actor: str) -> VerifyReport:
-    archive.require()
+    backends = backends_for(archive)
+    backends.require()
     report = VerifyReport()
-    index = Index(archive.index_path)
-    keys = KeyStore(archive.keystore_path)
+    index = backends.open_index()
+    keys = backends.open_keys()
+    store = backends.store()
     try:
-        trail = verify_audit(archive.audit_dir)
-        deleted = _deleted_ids(trail.records)
+        trail = _trail(archive, backends)
+        local_records = len(trail.records)
         rows = index.list_recordings()
+        if store is not None:
+            _shared_checks(backends, store, index, rows, trail, report)
+        deleted = _deleted_ids(trail.records)
         hashes = {}
         for row in rows:
             if row.id in deleted:  # audited as deleted, yet still indexed: interrupted
@@ -56,9 +70,11 @@ def verify_archive(archive: Archive, masters: Mapping[str, MasterKey], actor: st
                     "(deletion interrupted: run the deletion again)"
                 )
                 continue
-            hashes[row.id] = _check_recording(archive, masters, keys, row, report)
-        _check_stray_files(archive, rows, report)
+            hashes[row.id] = _check_recording(archive, masters, keys, row, report, index, store)
+        if not backends.shared_index:
+            _check_stray_files(archive, rows, report)
         _check_audit(trail, rows, hashes, deleted, keys, report)
+        report.audit_records = local_records  # shipped trails are counted in the notes
     finally:
         keys.close()
         index.close()
@@ -70,7 +86,33 @@ def verify_archive(archive: Archive, masters: Mapping[str, MasterKey], actor: st
             recordings_ok=report.recordings_ok,
             failures=len(report.failures),
         )
+    ship_trail(archive)
     return report
+
+
+def _trail(archive: Archive, backends: Backends) -> AuditReport:
+    """This node's trail (a node that only reads a shared index may have none yet)."""
+    if backends.shared_index and not archive.audit_path.exists():
+        return AuditReport()
+    return verify_audit(archive.audit_dir)
+
+
+def _shared_checks(
+    backends: Backends,
+    store: RecordingStore,
+    index: Index,
+    rows: list[RecordingRow],
+    trail: AuditReport,
+    report: VerifyReport,
+) -> None:
+    from recorder.compliance.retention import build_expiry_rule
+    from recorder.scale.verify import check_objects, shipped_records
+
+    assert backends.config is not None
+    prefix = backends.prefix()
+    trail.records.extend(shipped_records(store, prefix, trail.failures, report.notes))
+    classes = build_expiry_rule(backends.config)
+    check_objects(index, store, prefix, rows, classes, report.failures)
 
 
 def _check_recording(
@@ -79,19 +121,28 @@ def _check_recording(
     keys: KeyStore,
     row: RecordingRow,
     report: VerifyReport,
+    index: Index,
+    store: RecordingStore | None,
 ) -> str | None:
     """Authenticate one recording; returns the SHA-256 of its file as found (None if absent)."""
     if row.state == "open":
         report.notes.append(f"recording {row.id} is still being written (open)")
         return None
     report.recordings += 1
-    path = archive.resolve(row.path)
-    if not path.is_file():
-        report.failures.append(f"recording {row.id}: file {row.path} is missing")
+    try:
+        raw_file = open_recording(archive, row, index, store)
+    except FileNotFoundError as exc:
+        if store is not None and index.object_of(row.id) is None:
+            report.recordings -= 1
+            report.notes.append(
+                f"recording {row.id}: not uploaded yet by sensor {row.sensor_id or '?'}"
+            )
+            return _PENDING
+        report.failures.append(f"recording {row.id}: {exc}")
         return None
     try:
         file_key = file_key_for(keys, masters, row.id)
-        with path.open("rb") as raw:
+        with raw_file as raw:
             reader = HashingReader(raw)
             stream = DecryptStream(reader, file_key, strict=row.complete, expected_id=row.id)
             for _ in stream:
@@ -103,6 +154,7 @@ def _check_recording(
         if digest != row.sha256:
             raise IntegrityError("file hash differs from the index (altered or replaced)")
     except IntegrityError as exc:
+        raw_file.close()
         report.failures.append(f"recording {row.id}: {exc}")
         return None
     report.recordings_ok += 1
@@ -149,10 +201,11 @@ def _check_audit(
             report.failures.append(
                 f"audit trail: recording {recording_id} is not in the index (deleted?)"
             )
-        elif hashes[recording_id] is not None and hashes[recording_id] != digest:
+        elif hashes[recording_id] not in (None, _PENDING) and hashes[recording_id] != digest:
             report.failures.append(
                 f"audit trail: recording {recording_id} differs from the hash the trail recorded"
             )
     for row in rows:
-        if row.state != "open" and row.id not in recorded and row.id not in deleted:
+        pending = hashes.get(row.id) == _PENDING
+        if row.state != "open" and row.id not in recorded and row.id not in deleted and not pending:
             report.failures.append(f"recording {row.id}: no audit record of its closing")

@@ -1,0 +1,111 @@
+"""Configs, captures and archive sessions for the scale tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from recorder.compliance.factory import build_core
+from recorder.config import Config, parse_config
+from recorder.container.masterkey import MasterKey
+from recorder.runtime.runner import LoopStats, drain, feed
+from recorder.runtime.session import ArchiveSession
+from recorder.runtime.sources import CaptureFile
+from tests.compliance.helpers import T_2023, capture, make_call
+from tests.scale.servers import Seaweed
+
+NS = 1_000_000_000
+
+# Trading calls (+4930555...) are MiFID: five years, object-locked. Calls of +4940... are
+# recorded by consent in a class that is locked but not protected by law (so that only
+# the bucket's lock stops their erasure). Everything else is erasable.
+POLICY = """
+policy:
+  local_numbers: ["+4930*"]
+  rules:
+    - name: trading
+      purpose: mifid
+      legal_basis: legal_obligation
+      retention_class: mifid
+      notice: "IVR TRD-1"
+      number: ["+4930555*"]
+    - name: archive-by-consent
+      purpose: archive
+      legal_basis: consent
+      retention_class: vault
+      notice: "IVR ARC-1"
+      number: ["+4940*"]
+    - name: quality
+      purpose: quality
+      legal_basis: legitimate_interests
+      retention_class: quality
+      notice: "IVR QA-2"
+retention:
+  classes:
+    mifid: {years: 5, max_years: 7, obligation: "MiFID II Art 16(7)", lock: true}
+    vault: {years: 4, lock: true}
+    quality: {days: 90}
+"""
+
+
+def config_text(
+    seaweed: Seaweed,
+    bucket: str,
+    *,
+    sensor: str = "sensor-a",
+    dsn: str | None = None,
+    drain_s: float = 20.0,
+    extra_s3: str = "",
+) -> str:
+    index = f'index: {{backend: postgresql, dsn: "{dsn}"}}\n' if dsn else ""
+    return (
+        f"sensor_id: {sensor}\n"
+        "archive:\n"
+        "  backend: s3\n"
+        "  s3:\n"
+        f'    endpoint: "{seaweed.endpoint}"\n'
+        f"    bucket: {bucket}\n"
+        "    path_style: true\n"
+        f"    drain_timeout_s: {drain_s}\n"
+        "    retry_max_s: 0.5\n"
+        "    timeout_s: 2\n"
+        "    audit_ship_interval_s: 0.2\n"
+        f"{extra_s3}"
+        f"{index}"
+        f"{POLICY}"
+    )
+
+
+def write_config(path: Path, text: str) -> Config:
+    path.write_text(text)
+    return parse_config(text, str(path))
+
+
+def calls_capture(path: Path, first: int, pairs: list[tuple[str, str]]) -> Path:
+    """One call per (caller, callee), a minute apart from 2023-11-14, numbered from `first`."""
+    calls = [
+        make_call(T_2023 + (first + i) * 60 * NS, first + i, caller, callee, packets=25)
+        for i, (caller, callee) in enumerate(pairs)
+    ]
+    return capture(path, *calls)
+
+
+@contextmanager
+def recording(
+    root: Path, master: MasterKey, config: Config
+) -> Iterator[tuple[ArchiveSession, LoopStats]]:
+    """A session fed capture by capture, as `replay` does (closed on exit)."""
+    session = ArchiveSession(root, master, "sensor", config)
+    try:
+        yield session, LoopStats()
+    finally:
+        session.close()
+
+
+def feed_capture(session: ArchiveSession, loop: LoopStats, pcap: Path) -> None:
+    """Record every call of one capture to its end (like one file of a replay)."""
+    core = build_core(session.config)
+    feed(CaptureFile(pcap), core, session.writer, loop)
+    core.close()
+    drain(core, session.writer)

@@ -46,8 +46,9 @@ class ScaleRuntime:
     """Spools, uploader and journal worker of one archive session."""
 
     def __init__(self, archive: Archive, config: Config, actor: str, audit: AuditTrail) -> None:
-        from recorder.scale.backends import make_store
+        from recorder.scale.backends import bind, make_store
 
+        bind(archive, config)  # commands run in this process use the same backends
         self.archive, self.config, self.actor = archive, config, actor
         self.settings = config.archive.s3
         self.classes = build_expiry_rule(config)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -109,3 +110,20 @@ def feed_capture(session: ArchiveSession, loop: LoopStats, pcap: Path) -> None:
     feed(CaptureFile(pcap), core, session.writer, loop)
     core.close()
     drain(core, session.writer)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll `condition` until it holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {condition}")
+        time.sleep(0.05)
+
+
+def pairs(first: int, count: int = 3) -> list[tuple[str, str]]:
+    """Distinct callers; the first of every three calls a trader (MiFID, locked)."""
+    return [
+        (f"+49777{first + i:03d}", "+4930555100" if i % 3 == 0 else "+4930200")
+        for i in range(count)
+    ]

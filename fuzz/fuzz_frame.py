@@ -75,6 +75,11 @@ def test_one_input(data: bytes) -> None:
     now = 10**9
     while fdp.remaining_bytes():
         now += fdp.ConsumeIntInRange(0, 3 * 10**9)
+        if fdp.ConsumeIntInRange(0, 3) == 0:  # raw bytes, short frames included
+            raw = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 80))
+            check_decoder(linktype, raw)
+            core.receive_frame(Frame(now, linktype if fdp.ConsumeBool() else 1, raw))
+            continue
         seed = SEEDS[fdp.ConsumeIntInRange(0, len(SEEDS) - 1)]
         frame = _common.splice(
             seed,

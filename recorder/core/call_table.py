@@ -125,9 +125,14 @@ class CallTable:
         return call, sender
 
     def _evict(self, now_ns: int) -> None:
-        """Past the cap, end the least recently active call, preferring one not recording."""
-        victim = next((c for c in self.calls.values() if c.timeline is None), None)
-        victim = victim or next(iter(self.calls.values()))
+        """Past the cap, end the least recently active call, preferring one not recording.
+        (A flood of INVITEs costs a scan of the flood's own calls, which come first.)"""
+        calls = self.calls.values()
+        victim = (  # an unanswered call first, then one without audio yet, then the oldest
+            next((c for c in calls if c.state != ANSWERED and c.timeline is None), None)
+            or next((c for c in calls if c.timeline is None), None)
+            or next(iter(calls))
+        )
         self._stats.calls_evicted += 1
         self.end(victim, now_ns, "evicted")
 

@@ -71,11 +71,11 @@ class RecorderCore:
         # without options, unfragmented UDP, to or from a known media endpoint.
         if (
             linktype == LINKTYPE_ETHERNET
+            and len(data) >= 42  # first: every index below must exist
             and data[12:14] == _IPV4_ETHERTYPE
             and data[14] == 0x45
             and data[23] == PROTO_UDP
             and not (data[20] & 0x3F or data[21])
-            and len(data) >= 42
         ):
             endpoints = self.calls.endpoints
             hit = endpoints.get(data[30:34] + data[36:38])  # destination: the receiving side
@@ -171,8 +171,8 @@ class RecorderCore:
     def close(self, now_ns: int | None = None, reason: str = "end_of_capture") -> None:
         """End every call still open (end of the captures, or shutdown)."""
         now = max(self.now_ns, now_ns or 0)
-        for call in self.calls:
-            self.calls.end(call, now, reason)
+        for call in self.calls:  # a call already ending (BYE seen) ends for that reason
+            self.calls.end(call, now, call.end_reason or reason)
         self._events.extend(self._orphans.expire(now, everything=True))
 
     # -- control (PCI DSS pause/resume, opt-out) -----------------------------------------

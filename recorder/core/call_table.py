@@ -38,7 +38,8 @@ class CallTable:
         self.endpoints: dict[bytes, tuple[Call, int]] = {}
         self._serial = 0
         self._by_serial: dict[int, Call] = {}
-        self._by_port: dict[int, list[tuple[Call, int]]] = {}  # SDP media port -> holders
+        # SDP media port -> {(serial, side): (call, side)}: many phones share a port number.
+        self._by_port: dict[int, dict[tuple[int, int], tuple[Call, int]]] = {}
         self._other: dict[bytes, Call] = {}  # endpoints of the calls' non-audio media
         self._other_ports: dict[int, list[Call]] = {}  # their ports, for NAT'd streams
 
@@ -73,9 +74,7 @@ class CallTable:
         key = endpoint_key(ip, port)
         self.endpoints[key] = (call, side)
         call.endpoints.add(key)
-        holders = self._by_port.setdefault(port, [])
-        if not any(c is call and s == side for c, s in holders):
-            holders.append((call, side))
+        self._by_port.setdefault(port, {})[(call.serial, side)] = (call, side)
 
     def add_other_media(self, call: Call, ip: bytes, port: int) -> None:
         """A non-audio stream of the call (video, T.38 fax): known, deliberately not recorded."""
@@ -106,8 +105,8 @@ class CallTable:
         payload = dg.payload
         if len(payload) < 12 or payload[0] >> 6 != 2:
             return None  # not RTP
-        src = [(c, s) for c, s in self._by_port.get(dg.sport, ()) if c.call_id in self.calls]
-        dst = [(c, s) for c, s in self._by_port.get(dg.dport, ()) if c.call_id in self.calls]
+        src = list(self._by_port.get(dg.sport, {}).values())
+        dst = list(self._by_port.get(dg.dport, {}).values())
         pairs = {(c.serial, s): c for c, s in src for c2, s2 in dst if c is c2 and s != s2}
         if len(pairs) != 1:
             pairs = {(c.serial, s): c for c, s in src if dg.src_ip in c.sip_addrs[s]}
@@ -174,11 +173,12 @@ class CallTable:
             if self.endpoints.get(key, (None, 0))[0] is call:
                 del self.endpoints[key]
             port = int.from_bytes(key[-2:], "big")
-            holders = [h for h in self._by_port.get(port, ()) if h[0] is not call]
-            if holders:
-                self._by_port[port] = holders
-            else:
-                self._by_port.pop(port, None)
+            holders = self._by_port.get(port)
+            if holders is not None:
+                holders.pop((call.serial, 0), None)
+                holders.pop((call.serial, 1), None)
+                if not holders:
+                    del self._by_port[port]
         self._end_raw(call, reason)
         if call.recording_open:
             self.end_recording(call, now_ns, reason)

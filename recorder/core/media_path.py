@@ -176,14 +176,20 @@ class MediaPath:
         call.last_rtp_ns = max(call.last_rtp_ns, int(times.max()))
         timeline = call.timeline or self._start(call, encoding)
         ssrc = int.from_bytes(block[0, 8:12].tobytes(), "big")
+        side = timeline.sides[sender]
+        anchored = 0
+        if ssrc != side.ssrc and len(block) > 1:  # a new stream: its first packet anchors it,
+            anchored = 1  # by the per-packet rules; the rest can then go at once
+            self._one(call, sender, int(arrived[0][0]), arrived[1][0].tobytes(), count=False)
+            arrived = (arrived[0][1:], arrived[1][1:])
+            times, block, ts32, keys = times[1:], block[1:], ts32[1:], keys[1:]
         positions = timeline.positions(sender, times, ssrc, ts32, clock)
         if positions is None:  # a new SSRC or a stray: the per-packet rules decide
             for row, when in zip(arrived[1], arrived[0].tolist(), strict=True):
                 self._one(call, sender, when, row.tobytes(), count=False)
             return
-        side = timeline.sides[sender]
         side.remember(keys)
-        side.stats.packets += packets
+        side.stats.packets += packets - anchored
         side.stats.duplicates += removed
         if codec is None:
             return  # DTMF events and comfort noise: their time stays silent

@@ -20,7 +20,8 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,11 @@ class JournalIndex(Index):
 
     def close(self) -> None:
         """Nothing to close: the journal is durable after every write."""
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Each journal job is durable on its own; the worker applies them in order."""
+        yield
 
     def get(self, recording_id: str) -> RecordingRow | None:
         return None

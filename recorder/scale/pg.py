@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -75,6 +76,17 @@ class PgDb:
             return conn.execute(sql.replace("?", "%s"), [_value(p) for p in params])
         except psycopg.errors.UniqueViolation as exc:
             raise sqlite3.IntegrityError(_first_line(exc)) from None
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self.close()
+            raise BackendUnavailable("postgresql", _first_line(exc)) from None
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Statements inside run in one transaction (committed at the end, else rolled back)."""
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                yield
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self.close()
             raise BackendUnavailable("postgresql", _first_line(exc)) from None
@@ -175,6 +187,12 @@ class PgIndex(Index):
         self._pg = open_db(dsn, connect_timeout_s=connect_timeout_s)
         self._db = cast(sqlite3.Connection, self._pg)  # duck-typed: execute() and close()
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Several writes in one transaction, as SQLite's `Index.batch`."""
+        with self._pg.transaction():
+            yield
+
     def schema_version(self) -> int:
         row = self._pg.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
         return int(row[0]) if row is not None else 0
@@ -187,3 +205,9 @@ class PgKeyStore(KeyStore):
         self.path = Path("postgresql")
         self._pg = open_db(dsn, connect_timeout_s=connect_timeout_s)
         self._db = cast(sqlite3.Connection, self._pg)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Several writes in one transaction, as SQLite's `KeyStore.batch`."""
+        with self._pg.transaction():
+            yield

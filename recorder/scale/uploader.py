@@ -219,7 +219,8 @@ class Uploader:
         started = time.monotonic()
         existing = self.store.head(key)
         if existing is not None:
-            if existing.sha256 != sha256 or existing.size != job["size"]:
+            stored = existing.sha256 or self._read_hash(key, existing.version_id)
+            if stored != sha256 or existing.size != job["size"]:
                 raise StoreRefused("put_object", 409, "KeyExists", f"{key} holds another file")
             version, adopted = existing.version_id, True
             until = existing.retain_until_ns
@@ -260,12 +261,8 @@ class Uploader:
         head = self.store.head(key, version)
         if head is None or head.size != size:
             raise IntegrityError(f"{key} version {version} is not in the bucket as written")
-        if self.settings.verify == "read" or not head.sha256:
-            with self.store.open(key, version) as body:
-                digest = hashlib.sha256()
-                while chunk := body.read(1 << 20):
-                    digest.update(chunk)
-            stored = digest.hexdigest()
+        if self.settings.verify == "read" or not head.sha256:  # (older RGW reports none)
+            stored = self._read_hash(key, version)
         else:
             stored = head.sha256
         if stored != sha256:
@@ -274,6 +271,14 @@ class Uploader:
             head.lock_mode != "COMPLIANCE" or (head.retain_until_ns or 0) < rounded_up(until)
         ):
             raise IntegrityError(f"{key} version {version} is not locked as asked")
+
+    def _read_hash(self, key: str, version: str) -> str:
+        """SHA-256 of an object as read back from the store."""
+        digest = hashlib.sha256()
+        with self.store.open(key, version) as body:
+            while chunk := body.read(1 << 20):
+                digest.update(chunk)
+        return digest.hexdigest()
 
     def _put_aside(self, name: str, job: dict[str, Any], reason: str) -> None:
         """A job that can never succeed: kept in spool/failed/ for an operator, audited."""

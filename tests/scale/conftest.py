@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.scale.servers import ACCESS_KEY, SECRET_KEY, Postgres, Seaweed, missing
+from tests.scale.servers import (
+    ACCESS_KEY,
+    EXTERNAL,
+    SECRET_KEY,
+    External,
+    Postgres,
+    S3Service,
+    Seaweed,
+    missing,
+)
 
 
 def _need_clients() -> None:
@@ -23,8 +32,12 @@ def _need_clients() -> None:
 
 
 @pytest.fixture(scope="session")
-def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
+    """The S3 service of the session: SeaweedFS, or the one RECORDER_TEST_S3_ENDPOINT names."""
     _need_clients()
+    if EXTERNAL:
+        yield External(EXTERNAL)
+        return
     server = Seaweed(tmp_path_factory.mktemp("seaweed"))
     server.start()
     yield server
@@ -42,7 +55,7 @@ def postgres() -> Iterator[Postgres]:
 
 
 @pytest.fixture
-def bucket(seaweed: Seaweed) -> str:
+def bucket(seaweed: S3Service) -> str:
     return seaweed.make_bucket(f"rec-{secrets.token_hex(6)}")
 
 

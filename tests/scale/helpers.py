@@ -14,7 +14,7 @@ from recorder.runtime.runner import LoopStats, drain, feed
 from recorder.runtime.session import ArchiveSession
 from recorder.runtime.sources import CaptureFile
 from tests.compliance.helpers import T_2023, capture, make_call
-from tests.scale.servers import Seaweed
+from tests.scale.servers import S3Service as Seaweed
 
 NS = 1_000_000_000
 

@@ -23,8 +23,10 @@ from pathlib import Path
 
 import pytest
 
-ACCESS_KEY = "recorder-test"
-SECRET_KEY = "recorder-test-secret"
+# RECORDER_TEST_S3_* point the tests at another S3 service (scripts/radosgw-crosscheck.sh).
+EXTERNAL = os.environ.get("RECORDER_TEST_S3_ENDPOINT", "")
+ACCESS_KEY = os.environ.get("RECORDER_TEST_S3_ACCESS_KEY", "recorder-test")
+SECRET_KEY = os.environ.get("RECORDER_TEST_S3_SECRET_KEY", "recorder-test-secret")
 
 
 def missing(reason: str) -> None:
@@ -67,7 +69,42 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: flo
     raise RuntimeError(f"server not listening on {port} after {timeout} s")
 
 
-class Seaweed:
+class S3Service:
+    """An S3 endpoint the tests use: a client, and buckets with Object Lock."""
+
+    endpoint = ""
+
+    def client(self):  # type: ignore[no-untyped-def]
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name="us-east-1",
+            config=Config(
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 1},
+                connect_timeout=2,
+                read_timeout=10,
+            ),
+        )
+
+    def make_bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+        return name
+
+
+class External(S3Service):
+    """A service started elsewhere (RECORDER_TEST_S3_ENDPOINT), e.g. Ceph RadosGW."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+
+
+class Seaweed(S3Service):
     """`weed mini` with one S3 identity; `endpoint` is http://127.0.0.1:<port>."""
 
     def __init__(self, root: Path) -> None:
@@ -136,28 +173,6 @@ class Seaweed:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
-
-    def client(self):  # type: ignore[no-untyped-def]
-        import boto3
-        from botocore.config import Config
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            region_name="us-east-1",
-            config=Config(
-                s3={"addressing_style": "path"},
-                retries={"max_attempts": 1},
-                connect_timeout=2,
-                read_timeout=10,
-            ),
-        )
-
-    def make_bucket(self, name: str) -> str:
-        self.client().create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
-        return name
 
 
 def _pg_bin(name: str) -> str | None:

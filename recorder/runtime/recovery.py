@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from recorder.container.masterkey import MasterKey
-from recorder.container.reader import read_header, scan_recording
+from recorder.container.reader import read_header, read_header_block, scan_recording
 from recorder.errors import IntegrityError
 from recorder.runtime.archive import PARTIAL_SUFFIX, RECORDING_SUFFIX, Archive, fsync_dir
 from recorder.runtime.audit import AuditTrail
@@ -35,6 +35,8 @@ def recover_partials(archive: Archive, masters: Mapping[str, MasterKey], stores:
     recovered = 0
     for partial in archive.partial_files():
         recording_id = partial.name.removesuffix(PARTIAL_SUFFIX)
+        if _discard_empty(stores, partial, recording_id):
+            continue
         try:
             _recover_one(archive, masters, stores, partial, recording_id)
             recovered += 1
@@ -47,6 +49,27 @@ def recover_partials(archive: Archive, masters: Mapping[str, MasterKey], stores:
                 reason=str(exc),
             )
     return recovered
+
+
+def _discard_empty(stores: Stores, partial: Path, recording_id: str) -> bool:
+    """A crash between a recording's creation and the commit of its key leaves a file with
+    no key and no audio (the writer commits keys before it writes audio): nothing to keep."""
+    if stores.keys.get(recording_id) is not None:
+        return False
+    try:
+        with partial.open("rb") as f:
+            header_only = read_header_block(f).length >= partial.stat().st_size
+    except (IntegrityError, OSError):
+        header_only = True  # not even a whole header: certainly no audio
+    if not header_only:
+        return False  # audio without a key: never expected; recovery reports it as failed
+    partial.unlink()
+    stores.audit.append(
+        "recording.discarded",
+        recording_id=recording_id,
+        reason="crash before its first audio: no key and no audio to keep",
+    )
+    return True
 
 
 def _recover_one(

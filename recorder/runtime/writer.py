@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from recorder.core.events import (
     RecordingStarted,
 )
 from recorder.runtime.archive import PARTIAL_SUFFIX, Archive, fsync_dir, new_recording_id
-from recorder.runtime.audit import AuditTrail
+from recorder.runtime.audit import AuditTrail, Value
 from recorder.runtime.durability import GroupSync
 from recorder.runtime.index import Index, RecordingRow
 from recorder.runtime.keystore import KeyStore
@@ -121,6 +122,9 @@ class ArchiveWriter:
         self._sensor_id = sensor_id
         self._on_closed = on_closed
         self._classes: dict[int, str] = {}  # serial -> retention class of open recordings
+        self._pending_keys: list[tuple[str, str, bytes]] = []  # opened, not yet committed
+        self._pending_rows: list[RecordingRow] = []
+        self._pending_audit: list[dict[str, Value]] = []
         self._group = GroupSync(archive.recordings_dir)
         self._last_sync = time.monotonic()
         self._open: dict[int, OpenRecording] = {}
@@ -131,6 +135,8 @@ class ArchiveWriter:
         return len(self._open)
 
     def handle(self, event: Event) -> None:
+        if self._pending_keys and not isinstance(event, RecordingStarted):
+            self.commit()  # new recordings' keys are durable before any of their audio
         if isinstance(event, RecordingAudio):
             rec = self._open.get(event.serial)
             if rec is not None and not rec.failed:
@@ -185,7 +191,9 @@ class ArchiveWriter:
         final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         file_key = os.urandom(32)
         wrapped = wrap_file_key(self._master, file_key, recording_id, os.urandom(12))
-        self._keys.put(recording_id, self._master.kid, wrapped)  # durable before any audio
+        # Key store and index rows of new recordings are committed together, one sync for
+        # all (`commit`), before any audio is written: calls often start by the hundred.
+        self._pending_keys.append((recording_id, self._master.kid, wrapped))
         header = RecordingHeader(
             recording_id=recording_id,
             created_ns=event.start_ns,
@@ -199,13 +207,13 @@ class ArchiveWriter:
         fd = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_APPEND, 0o600)
         rec = OpenRecording(recording_id, relative, partial, fd, sealer)
         # The header reaches the disk with the audio, at the next group sync (`_append`):
-        # until then the recording holds nothing a crash could lose. The wrapped key, put
-        # above, is durable already: no sealed byte can reach the disk before its key.
+        # until then the recording holds nothing a crash could lose. A crash before `commit`
+        # leaves a header without a key: recovery discards it (no audio was written).
         self._append(rec, sealer.begin())
         self._open[event.serial] = rec
         self._classes[event.serial] = event.retention_class
         self.stats.opened += 1
-        self._index.add_recording(
+        self._pending_rows.append(
             RecordingRow(
                 id=recording_id,
                 call_id=event.call_id,
@@ -230,19 +238,37 @@ class ArchiveWriter:
                 sensor_id=self._sensor_id,
             )
         )
-        self._audit.append(
-            "recording.opened",
-            sync=False,  # durable with the next synced record; "closed" is always synced
-            recording_id=recording_id,
-            kid=self._master.kid,
-            header_sha256=hashlib.sha256(sealer.header.raw).hexdigest(),
-            path=relative,
-            content=event.content,
-            purpose=event.purpose,
-            retention_class=event.retention_class,
-            rule=event.rule,
-            notice=event.notice,
+        self._pending_audit.append(
+            dict(
+                recording_id=recording_id,
+                kid=self._master.kid,
+                header_sha256=hashlib.sha256(sealer.header.raw).hexdigest(),
+                path=relative,
+                content=event.content,
+                purpose=event.purpose,
+                retention_class=event.retention_class,
+                rule=event.rule,
+                notice=event.notice,
+            )
         )
+
+    def commit(self) -> None:
+        """Make the recordings opened since the last commit durable: their wrapped keys and
+        index rows in one transaction each (one sync), then their audit records."""
+        if not self._pending_keys:
+            return
+        keys, rows, opened = self._pending_keys, self._pending_rows, self._pending_audit
+        self._pending_keys, self._pending_rows, self._pending_audit = [], [], []
+        with _batch(self._keys):
+            for recording_id, kid, wrapped in keys:
+                self._keys.put(recording_id, kid, wrapped)
+        with _batch(self._index):
+            for row in rows:
+                self._index.add_recording(row)
+        for n, fields in enumerate(opened):
+            # One sync for the lot: the last record of the batch is synced.
+            last = n == len(opened) - 1
+            self._audit.append("recording.opened", sync=last, **fields)  # type: ignore[arg-type]
 
     def _marker(self, event: RecordingMarker) -> None:
         """Pauses, resumes and opt-outs: audited with the recording they belong to."""
@@ -334,4 +360,11 @@ class ArchiveWriter:
 
     def close(self) -> None:
         """Release the writer (recordings still open stay `.partial` for recovery)."""
+        self.commit()
         self._group.close()
+
+
+def _batch(store: object) -> AbstractContextManager[object]:
+    """The store's transaction for several writes (SQLite); else each write stands alone."""
+    batch = getattr(store, "batch", None)
+    return batch() if batch is not None else nullcontext()

@@ -174,9 +174,14 @@ def open_recording(
     path = archive.resolve(row.path)
     if path.is_file():
         return path.open("rb")
-    obj = index.object_of(row.id) if store is not None else None
-    if obj is None or store is None:
+    obj = index.object_of(row.id)
+    if obj is None:
         raise FileNotFoundError(f"file {row.path} is missing")
+    if store is None:
+        raise FileNotFoundError(
+            f"file {row.path} is not here: it was uploaded to {obj.object_key} "
+            f"(set {ENV_CONFIG} to the config that names the bucket)"
+        )
     try:
         return store.open(obj.object_key, obj.version_id)
     except ArchiveError as exc:

@@ -26,6 +26,7 @@ from typing import Any
 from recorder.compliance.retention import build_expiry_rule
 from recorder.config import Config
 from recorder.container.reader import read_header
+from recorder.errors import ConfigError
 from recorder.runtime.archive import RECORDING_SUFFIX, Archive, fsync_dir
 from recorder.runtime.audit import AuditTrail
 from recorder.runtime.index import Index, StoredObject
@@ -48,6 +49,10 @@ class ScaleRuntime:
     def __init__(self, archive: Archive, config: Config, actor: str, audit: AuditTrail) -> None:
         from recorder.scale.backends import bind, make_store
 
+        if config.index.backend == "postgresql" and config.archive.backend != "s3":
+            # Recordings on one sensor's disk could be neither read nor erased from the
+            # others, and their file keys would outlive an erasure made elsewhere.
+            raise ConfigError("index.backend postgresql needs archive.backend s3")
         bind(archive, config)  # commands run in this process use the same backends
         self.archive, self.config, self.actor = archive, config, actor
         self.settings = config.archive.s3

@@ -97,3 +97,13 @@ def test_systemd_credential_is_used_against_the_server(
     head = store.head("probe", info.version_id)
     assert head is not None and head.size == 5 and head.sha256 in (info.sha256, "")
     assert store.get_bytes("probe", info.version_id) == b"hello"
+
+
+def test_shared_index_needs_the_bucket(tmp_path: Path) -> None:
+    from recorder.runtime.keyfile import generate_master_key
+    from recorder.runtime.session import ArchiveSession
+
+    config = parse_config('index: {backend: postgresql, dsn: "host=127.0.0.1 port=1"}')
+    with pytest.raises(ConfigError) as info:
+        ArchiveSession(tmp_path / "a", generate_master_key(), "t", config)
+    assert str(info.value) == "index.backend postgresql needs archive.backend s3"

@@ -208,7 +208,7 @@ def cmd_search(args: argparse.Namespace, actor: str) -> int:
 def cmd_keys(args: argparse.Namespace, actor: str) -> int:
     from recorder.compliance import keys
     from recorder.runtime.keyfile import load_key_ring
-    from recorder.runtime.keystore import KeyStore
+    from recorder.scale.backends import kids_in_use
 
     archive = Archive(args.archive)
     if args.keys_action == "rotate":
@@ -226,9 +226,7 @@ def cmd_keys(args: argparse.Namespace, actor: str) -> int:
         print("\n".join(f"retired {kid}" for kid in retired) or "nothing to retire")
         return 0
     ring = load_key_ring(args.key)
-    archive.require()
-    with KeyStore(archive.keystore_path) as store:
-        in_use = store.kids_in_use()
+    in_use = kids_in_use(archive)
     for kid in sorted(set(ring.keys) | set(in_use)):
         mark = "current" if kid == ring.current.kid else "loaded" if kid in ring.keys else "MISSING"
         print(f"{kid}  {mark:<8} wraps {in_use.get(kid, 0)} file key(s)")

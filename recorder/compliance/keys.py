@@ -12,7 +12,6 @@ from recorder.container.keywrap import unwrap_file_key, wrap_file_key
 from recorder.errors import IntegrityError, KeyFileError
 from recorder.runtime.archive import Archive
 from recorder.runtime.audit import AuditTrail, Value
-from recorder.runtime.index import Index
 from recorder.runtime.keyfile import (
     KeyRing,
     add_ring_key,
@@ -21,14 +20,14 @@ from recorder.runtime.keyfile import (
     load_key_ring,
     remove_ring_key,
 )
-from recorder.runtime.keystore import KeyStore
+from recorder.scale.backends import CommandStores, backends_for, kids_in_use
 
 
 def rotate(archive: Archive, folder: Path, actor: str, import_file: Path | None = None) -> str:
     """Make a new master key the current one of key directory `folder`; returns its kid.
     `import_file` first brings an existing single key file into the directory (the way from
     `--key master.key` to a ring)."""
-    archive.require()
+    backends_for(archive).require()
     if folder.exists() and not folder.is_dir():
         raise KeyFileError(
             f"{folder} is a key file; rotation needs a key directory: "
@@ -60,15 +59,13 @@ class RewrapReport:
 
 
 def rewrap(archive: Archive, ring: KeyRing, actor: str) -> RewrapReport:
-    """Re-wrap every file key not under the current master key (audio untouched)."""
-    archive.require()
+    """Re-wrap every file key not under the current master key (audio untouched); with a
+    shared index, those of the shared key store."""
     report = RewrapReport()
     current = ring.current
-    with (
-        KeyStore(archive.keystore_path) as keys,
-        Index(archive.index_path) as index,
-        AuditTrail(archive.audit_path, actor) as audit,
-    ):
+    with CommandStores(archive) as stores, AuditTrail(archive.audit_path, actor) as audit:
+        keys, index = stores.keys, stores.index
+        assert keys is not None
         for recording_id in keys.recording_ids():
             entry = keys.get(recording_id)
             if entry is None or entry[0] == current.kid:
@@ -99,12 +96,10 @@ def rewrap(archive: Archive, ring: KeyRing, actor: str) -> RewrapReport:
 def retire(archive: Archive, folder: Path, actor: str) -> list[str]:
     """Remove from the key directory every old key no stored file key needs; returns the
     retired kids. A key still wrapping a file key stays (run `keys rewrap` first)."""
-    archive.require()
     ring = load_key_ring(folder)
     if not ring.is_directory:
         raise KeyFileError(f"{folder} is a single key file: there is nothing to retire")
-    with KeyStore(archive.keystore_path) as keys:
-        in_use = keys.kids_in_use()
+    in_use = kids_in_use(archive)  # a shared key store counts every sensor's keys
     retired = []
     with AuditTrail(archive.audit_path, actor) as audit:
         for kid in sorted(ring.keys):

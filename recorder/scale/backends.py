@@ -107,6 +107,24 @@ def backends_for(archive: Archive) -> Backends:
     return Backends(archive, config_for(archive))
 
 
+def kids_in_use(archive: Archive) -> dict[str, int]:
+    """How many file keys each master key wraps: in the key store this archive uses and,
+    on a sensor of a shared index, in its local key store too (keys not yet replicated)."""
+    counts: dict[str, int] = {}
+    backends = backends_for(archive)
+    backends.require()
+    stores = [backends.open_keys()]
+    if backends.shared_index and archive.keystore_path.exists():
+        stores.append(KeyStore(archive.keystore_path, create=False))
+    for store in stores:
+        try:
+            for kid, count in store.kids_in_use().items():
+                counts[kid] = counts.get(kid, 0) + count
+        finally:
+            store.close()
+    return dict(sorted(counts.items()))
+
+
 class CommandStores:
     """What a compliance command acts through: the index, the key store and, with the
     s3 backend, the uploaded copies (`remote`, for the deletion gate and deletions) and

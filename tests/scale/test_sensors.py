@@ -85,6 +85,10 @@ def test_two_sensors_and_an_office_node(
     assert "note shipped audit trail of sensor-a:" in out
     assert "note shipped audit trail of sensor-b:" in out
 
+    code, out, err = _run("keys", "list", "--archive", node, "--key", key, config=office)
+    assert code == 0, err
+    assert out.split()[1:] == ["current", "wraps", "4", "file", "key(s)"]  # every sensor's
+
     # Export from the office equals export from a plain local archive of the same capture.
     target = next(r for r in rows if r["caller"] == "+4977712")
     wav = tmp_path / "office.wav"

@@ -27,6 +27,10 @@ class EventLog:
         self._starts: dict[int, int] = {}
         self.counts = counts
 
+    def commit(self) -> None:
+        """The writer's group commit, after each batch of events (see runner.feed)."""
+        self._writer.commit()
+
     def handle(self, event: Event) -> None:
         opened = self._writer.stats.opened
         self._writer.handle(event)

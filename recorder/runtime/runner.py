@@ -37,6 +37,7 @@ def feed(
     receive = core.receive_frame
     pending = core.pending_events
     handle = writer.handle
+    commit = getattr(writer, "commit", _nothing)
     for frame in frames:
         stats.frames += 1
         if guard:
@@ -48,11 +49,18 @@ def feed(
                     log.exception("internal error on a frame; frame skipped")
         else:
             receive(frame)
-        while pending:
-            handle(pending.popleft())
+        if pending:
+            while pending:
+                handle(pending.popleft())
+            commit()  # what these events changed, durable together
 
 
 def drain(core: RecorderCore, writer: ArchiveWriter) -> None:
     pending = core.pending_events
     while pending:
         writer.handle(pending.popleft())
+    getattr(writer, "commit", _nothing)()
+
+
+def _nothing() -> None:
+    """For a writer without group commits."""

@@ -125,6 +125,7 @@ class ArchiveWriter:
         self._pending_keys: list[tuple[str, str, bytes]] = []  # opened, not yet committed
         self._pending_rows: list[RecordingRow] = []
         self._pending_audit: list[dict[str, Value]] = []
+        self._pending_closes: list[tuple[OpenRecording, RecordingEnded, str]] = []
         self._group = GroupSync(archive.recordings_dir)
         self._last_sync = time.monotonic()
         self._open: dict[int, OpenRecording] = {}
@@ -136,7 +137,7 @@ class ArchiveWriter:
 
     def handle(self, event: Event) -> None:
         if self._pending_keys and not isinstance(event, RecordingStarted):
-            self.commit()  # new recordings' keys are durable before any of their audio
+            self._commit_opened()  # new recordings' keys are durable before any of their audio
         if isinstance(event, RecordingAudio):
             rec = self._open.get(event.serial)
             if rec is not None and not rec.failed:
@@ -158,15 +159,18 @@ class ArchiveWriter:
         try:
             fn(*args)  # type: ignore[operator]
         except OSError as exc:
-            rec.failed = True
-            self.stats.failed += 1
-            log.error("recording %s failed: %s", rec.recording_id, exc.strerror or exc)
-            self._audit.append(
-                "recording.failed",
-                outcome="failure",
-                recording_id=rec.recording_id,
-                reason=exc.strerror or str(exc),
-            )
+            self._fail(rec, exc)
+
+    def _fail(self, rec: OpenRecording, exc: OSError) -> None:
+        rec.failed = True
+        self.stats.failed += 1
+        log.error("recording %s failed: %s", rec.recording_id, exc.strerror or exc)
+        self._audit.append(
+            "recording.failed",
+            outcome="failure",
+            recording_id=rec.recording_id,
+            reason=exc.strerror or str(exc),
+        )
 
     def _start(self, event: RecordingStarted) -> None:
         refusal = self._admission()
@@ -253,10 +257,16 @@ class ArchiveWriter:
         )
 
     def commit(self) -> None:
-        """Make the recordings opened since the last commit durable: their wrapped keys and
-        index rows in one transaction each (one sync), then their audit records."""
-        if not self._pending_keys:
-            return
+        """Make what the last events changed durable, a sync for many: the recordings that
+        opened (`_commit_opened`) and those that ended (`_close_pending`)."""
+        if self._pending_keys:
+            self._commit_opened()
+        if self._pending_closes:
+            self._close_pending()
+
+    def _commit_opened(self) -> None:
+        """The wrapped keys and index rows of the recordings opened since the last commit,
+        in one transaction each (one sync), then their audit records."""
         keys, rows, opened = self._pending_keys, self._pending_rows, self._pending_audit
         self._pending_keys, self._pending_rows, self._pending_audit = [], [], []
         with _batch(self._keys):
@@ -297,28 +307,54 @@ class ArchiveWriter:
             self._group.sync(r.fd for r in self._open.values() if not r.failed)
 
     def _end(self, rec: OpenRecording, event: RecordingEnded, retention_class: str) -> None:
+        """Seal the final segment; the rest of the closing waits for `commit`, so that calls
+        ending together share their syncs (at the end of calls, they often do)."""
         self._append(rec, rec.sealer.finish())
-        os.fsync(rec.fd)
-        os.close(rec.fd)
-        final = self._archive.root / rec.relative
-        os.rename(rec.partial, final)
-        fsync_dir(final.parent)
+        self._pending_closes.append((rec, event, retention_class))
+
+    def _close_pending(self) -> None:
+        """Make the recordings that ended durable and final: one group sync for their data,
+        renames, one sync per folder, their index rows in one transaction, then the audit
+        records of their hashes (the last one synced)."""
+        closing, self._pending_closes = self._pending_closes, []
+        self._group.sync(rec.fd for rec, _, _ in closing)
+        done: list[tuple[OpenRecording, RecordingEnded, str]] = []
+        folders: set[Path] = set()
+        for rec, event, retention_class in closing:
+            try:
+                os.close(rec.fd)
+                final = self._archive.root / rec.relative
+                os.rename(rec.partial, final)
+                folders.add(final.parent)
+                done.append((rec, event, retention_class))
+            except OSError as exc:
+                self._fail(rec, exc)
+        for folder in folders:
+            fsync_dir(folder)
+        with _batch(self._index):
+            for rec, event, retention_class in done:
+                self._index.update_recording(
+                    rec.recording_id,
+                    end_ns=event.end_ns,
+                    codecs=list(event.codecs),
+                    complete=True,
+                    state="closed",
+                    sha256=rec.sha256.hexdigest(),
+                    size=rec.size,
+                    reason=event.reason,
+                    expires_ns=self._expiry(retention_class, event.end_ns),
+                )
+        for n, (rec, event, retention_class) in enumerate(done):
+            self._closed(rec, event, retention_class, sync=n == len(done) - 1)
+
+    def _closed(
+        self, rec: OpenRecording, event: RecordingEnded, retention_class: str, *, sync: bool
+    ) -> None:
         digest = rec.sha256.hexdigest()
-        expires_ns = self._expiry(retention_class, event.end_ns)
         self.stats.closed += 1
-        self._index.update_recording(
-            rec.recording_id,
-            end_ns=event.end_ns,
-            codecs=list(event.codecs),
-            complete=True,
-            state="closed",
-            sha256=digest,
-            size=rec.size,
-            reason=event.reason,
-            expires_ns=expires_ns,
-        )
         self._audit.append(
             "recording.closed",
+            sync=sync,
             recording_id=rec.recording_id,
             path=rec.relative,
             sha256=digest,
@@ -331,14 +367,14 @@ class ArchiveWriter:
             self._on_closed(
                 ClosedRecording(
                     recording_id=rec.recording_id,
-                    path=final,
+                    path=self._archive.root / rec.relative,
                     relative=rec.relative,
                     sha256=digest,
                     size=rec.size,
                     start_ns=rec.sealer.header.header.created_ns,
                     end_ns=event.end_ns,
                     retention_class=retention_class,
-                    expires_ns=expires_ns,
+                    expires_ns=self._expiry(retention_class, event.end_ns),
                 )
             )
 

@@ -96,6 +96,7 @@ def _call(session: ArchiveSession, serial: int, start_ns: int) -> None:
     writer.handle(RecordingStarted(serial, f"c{serial}", "a", "b", start_ns, 8000, 2))
     writer.handle(RecordingAudio(serial, b"\x01\x00" * 2 * 8000))
     writer.handle(RecordingEnded(serial, start_ns + 10**9, "bye", ("PCMU",)))
+    writer.commit()  # as the loop does after each batch of events
 
 
 def test_full_tmpfs_refuses_then_resumes(small_fs: Path) -> None:

@@ -60,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
             help=f"master key file (default: ./{DEFAULT_KEY})",
         )
 
+    def shared_config_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--config",
+            type=Path,
+            dest="shared_config",
+            help="the node's config, for an archive on S3 and PostgreSQL (or RECORDER_CONFIG)",
+        )
+
     def actor_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--as",
@@ -89,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     archive_arg(p)
     p.add_argument("--json", action="store_true", help="print a JSON array")
     p.add_argument("--calls", action="store_true", help="list calls seen but not recorded")
+    shared_config_arg(p)
 
     p = sub.add_parser("export", help="decrypt one recording to a 16-bit PCM WAV")
     p.add_argument("recording_id", nargs="?")
@@ -97,11 +106,13 @@ def _parser() -> argparse.ArgumentParser:
     archive_arg(p)
     key_arg(p)
     actor_arg(p)
+    shared_config_arg(p)
 
     p = sub.add_parser("verify", help="check every recording and the audit trail")
     archive_arg(p)
     key_arg(p)
     actor_arg(p)
+    shared_config_arg(p)
 
     # Feature areas add their own subcommands (and handlers named cmd_<command>).
     for module in _feature_modules():
@@ -143,6 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     handler = _handler(args.command)
     try:
+        if getattr(args, "shared_config", None) is not None:
+            from recorder.config import load_config
+            from recorder.runtime.archive import Archive
+            from recorder.scale.backends import bind
+
+            bind(Archive(args.archive), load_config(args.shared_config))
         return int(handler(args, _actor(args)))
     except IntegrityError as exc:  # stored data failed a check: like a failed verify
         print(f"recorder {args.command}: {exc}", file=sys.stderr)

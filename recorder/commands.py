@@ -29,6 +29,7 @@ def cmd_keygen(args: argparse.Namespace, actor: str) -> int:
 
 def cmd_replay(args: argparse.Namespace, actor: str) -> int:
     if args.dev_key and not args.key.exists():
+        args.key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = generate_master_key()
         write_key_file(args.key, key)
         print(f"generated a DEVELOPMENT master key {args.key} (kid {key.kid})", file=sys.stderr)

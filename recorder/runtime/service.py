@@ -307,8 +307,12 @@ class Service:
     def _start_metrics(self, cfg: Config) -> None:
         if not cfg.metrics.enabled:
             return
+        registry = make_registry(self.sources)
+        scale = getattr(self, "session", None) and self.session.scale
+        if scale:  # S3 and PostgreSQL: backend up, spool bytes, uploads
+            registry.register(scale.collector())
         try:
-            self.metrics = MetricsServer(cfg.metrics.address, make_registry(self.sources))
+            self.metrics = MetricsServer(cfg.metrics.address, registry)
         except OSError as exc:
             raise RecorderError(
                 f"metrics.address {cfg.metrics.address}: {exc.strerror or exc}"

@@ -331,3 +331,47 @@ def test_call_without_bye_ends_after_the_inactivity_timeout() -> None:
     events = _events(sorted(call.frames + later.frames, key=lambda f: f.ts_ns), limits)
     (ended,) = [e for e in events if isinstance(e, RecordingEnded)]
     assert ended.reason == "timeout"
+
+
+def test_forked_invite_records_the_answering_fork() -> None:
+    """A proxy forks the INVITE: two 183s with their own to-tags and SDP (early media from
+    both), then one fork answers. One call, one recording; the callee channel holds the
+    early media of both forks at their times and then the answering fork's audio."""
+    call = CallBuilder()
+    call.invite(T0)
+    for n, (tag, port) in enumerate((("fork-a", 51000), ("fork-b", 52000))):
+        body = sdp(call.callee_ip, port, call.pts)
+        headers = [
+            *call._dialog(False)[:2],
+            ("To", f"<sip:+4930222@example.com>;tag={tag}"),
+            ("Call-ID", call.call_id),
+            ("CSeq", "1 INVITE"),
+        ]
+        call.sip_from_callee(
+            T0 + (100 + n) * MS, sip("SIP/2.0 183 Session Progress", headers, body)
+        )
+    for i in range(50):
+        port = 51000 if i < 20 else 52000  # fork A rings first, then fork B answers
+        call.add(
+            CALLEE_START + i * 20 * MS,
+            bytes(
+                Ether(**MAC)
+                / IP(src=call.callee_ip, dst=call.caller_ip)
+                / UDP(sport=port, dport=call.caller_rtp)
+                / Raw(rtp(0, 7 + i, 5000 + 160 * i, 0xBBBB, payload(i, 1)))
+            ),
+        )
+    ok = [
+        *call._dialog(False)[:2],
+        ("To", "<sip:+4930222@example.com>;tag=fork-b"),
+        ("Call-ID", call.call_id),
+        ("CSeq", "1 INVITE"),
+    ]
+    call.sip_from_callee(
+        CALLEE_START + 400 * MS, sip("SIP/2.0 200 OK", ok, sdp(call.callee_ip, 52000, call.pts))
+    )
+    call.bye(T0 + 3000 * MS)
+    events = _events(call.sorted_frames())
+    assert sum(isinstance(e, RecordingEnded) for e in events) == 1
+    result = run(call.sorted_frames())
+    np.testing.assert_array_equal(result.pcm[:, 1], expected({}, full(1), 8800)[800:, 1])

@@ -13,13 +13,14 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from recorder.errors import ArchiveError
+from recorder.runtime.sqlitetx import transaction
 from recorder.runtime.timefmt import rfc3339_ns
 
 STATES = ("open", "closed", "recovered")
@@ -268,16 +269,9 @@ class Index:
     def close(self) -> None:
         self._db.close()
 
-    @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self) -> AbstractContextManager[None]:
         """Several writes in one transaction: one sync for all (the writer's group commit)."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        return transaction(self._db)
 
     def add_recording(self, row: RecordingRow) -> None:
         """Insert a new recording; a second row with the same id raises ArchiveError."""

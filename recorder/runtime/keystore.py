@@ -19,11 +19,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from recorder.errors import ArchiveError
+from recorder.runtime.sqlitetx import transaction
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS file_keys (
     recording_id TEXT PRIMARY KEY,
@@ -75,16 +75,9 @@ class KeyStore:
     def close(self) -> None:
         self._db.close()
 
-    @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self) -> AbstractContextManager[None]:
         """Several writes in one transaction: one sync for all (the writer's group commit)."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        return transaction(self._db)
 
     def put(
         self, recording_id: str, kid: str, wrapped: bytes, *, created_ns: int | None = None

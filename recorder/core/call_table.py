@@ -14,6 +14,8 @@ from recorder.core.media_path import MediaPath
 from recorder.core.model import Datagram
 from recorder.core.stats import CoreStats
 
+MAX_ENDPOINTS_PER_CALL = 64  # media addresses one call may hold (re-INVITEs add some)
+
 
 def endpoint_key(ip: bytes, port: int) -> bytes:
     """The lookup key of a media endpoint: packed address then big-endian port, which is
@@ -72,6 +74,9 @@ class CallTable:
     def add_endpoint(self, call: Call, side: int, ip: bytes, port: int) -> None:
         # The newest offer wins an endpoint: a port reused by a later call moves to it.
         key = endpoint_key(ip, port)
+        if key not in call.endpoints and len(call.endpoints) >= MAX_ENDPOINTS_PER_CALL:
+            self._stats.drop("sdp", "too_many_endpoints")  # endless re-INVITEs: bounded
+            return
         self.endpoints[key] = (call, side)
         call.endpoints.add(key)
         self._by_port.setdefault(port, {})[(call.serial, side)] = (call, side)
@@ -107,7 +112,8 @@ class CallTable:
             return None  # not RTP
         src = list(self._by_port.get(dg.sport, {}).values())
         dst = list(self._by_port.get(dg.dport, {}).values())
-        pairs = {(c.serial, s): c for c, s in src for c2, s2 in dst if c is c2 and s != s2}
+        dst_sides = {(c.serial, s) for c, s in dst}  # linear: a port many phones share
+        pairs = {(c.serial, s): c for c, s in src if (c.serial, 1 - s) in dst_sides}
         if len(pairs) != 1:
             pairs = {(c.serial, s): c for c, s in src if dg.src_ip in c.sip_addrs[s]}
             pairs.update({(c.serial, 1 - s): c for c, s in dst if dg.dst_ip in c.sip_addrs[s]})

@@ -21,13 +21,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from recorder.core.calls import Call
-from recorder.core.media.codecs import ALAW_TABLE, ULAW_TABLE
+from recorder.core.media.codecs import decode_g711_block
 from recorder.core.media.timeline import NS_PER_S
 
 if TYPE_CHECKING:
     from recorder.core.media_path import MediaPath
 
-_TABLES = np.stack([ULAW_TABLE, ALAW_TABLE])
 CHUNK_PACKETS = 8192  # packets placed per numpy pass (about 10 MiB of index temporaries)
 _TABLE_OF = {"PCMU": 0, "PCMA": 1}
 
@@ -167,7 +166,7 @@ def _place(path: MediaPath, streams: list[_Stream], length: int) -> None:
     duplicates = np.bincount(gid[order][1:][same], minlength=len(streams)).tolist()
     copy = np.zeros(total, dtype=bool)  # later copies of a packet: the first copy wins
     copy[order[1:][same]] = True
-    samples = _TABLES[table[:, None], block[:, 12:]]
+    samples = decode_g711_block(block[:, 12:], table)
     width = length - 12
     step = np.ones(total, dtype=bool)
     step[1:] = positions[1:] - positions[:-1] == width

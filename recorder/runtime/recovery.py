@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Protocol
 
 from recorder.container.masterkey import MasterKey
-from recorder.container.reader import read_header, read_header_block, scan_recording
+from recorder.container.reader import (
+    BAD_SEGMENT,
+    read_header,
+    read_header_block,
+    scan_recording,
+)
 from recorder.errors import IntegrityError
 from recorder.runtime.archive import PARTIAL_SUFFIX, RECORDING_SUFFIX, Archive, fsync_dir
 from recorder.runtime.audit import AuditTrail
@@ -82,6 +87,11 @@ def _recover_one(
     file_key = file_key_for(stores.keys, masters, recording_id)
     with partial.open("rb") as f:
         status = scan_recording(f, file_key, expected_id=recording_id)
+    if status.stop == BAD_SEGMENT:  # damage inside the file, not a crash: keep it all
+        raise IntegrityError(
+            f"segment {status.segments_verified} fails authentication inside the file "
+            "(damage, not a crash): left untouched for investigation"
+        )
     with partial.open("rb") as f:
         header = read_header(f)
     original = partial.stat().st_size

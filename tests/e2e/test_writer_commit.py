@@ -48,3 +48,42 @@ def test_a_crash_before_the_commit_leaves_only_discarded_headers(tmp_path: Path)
     trail = (tmp_path / "a" / "audit" / "audit.jsonl").read_text().splitlines()
     events = [json.loads(line)["event"] for line in trail]
     assert "recording.discarded" in events and "recording.recovery_failed" not in events
+
+
+def _crash(session: ArchiveSession) -> None:
+    """Leave the session as a killed process would: nothing closed, nothing finished."""
+    for rec in session.writer._open.values():
+        os.close(rec.fd)
+    session.writer._group.close()
+    session.audit.close()
+    session.keys.close()
+    session.index.close()
+
+
+def test_recovery_cuts_a_torn_tail_but_leaves_a_damaged_file_untouched(tmp_path: Path) -> None:
+    from recorder.container.format import SEALED_SEGMENT_BYTES
+    from recorder.container.reader import read_header_block
+
+    session = ArchiveSession(tmp_path / "a", MASTER, "t", Config())
+    for serial in (1, 2):
+        session.writer.handle(started(serial))
+        session.writer.handle(RecordingAudio(serial, bytes(3 * 16384 + 100)))  # 3 segments
+    torn, damaged = sorted((tmp_path / "a" / "recordings").rglob("*.rec.partial"))
+    _crash(session)
+    with torn.open("ab") as f:
+        f.write(b"\x01" * 50)  # a torn write after the last whole segment
+    data = bytearray(damaged.read_bytes())
+    with damaged.open("rb") as f:
+        start = read_header_block(f).length
+    data[start + SEALED_SEGMENT_BYTES + 10] ^= 1  # segment 1 of 3: damage, not a crash
+    damaged.write_bytes(bytes(data))
+    ArchiveSession(tmp_path / "a", MASTER, "t", Config()).close()
+    assert damaged.read_bytes() == bytes(data)  # untouched, for investigation
+    recovered = torn.with_name(torn.name.removesuffix(".partial"))
+    assert recovered.stat().st_size == start + 3 * SEALED_SEGMENT_BYTES
+    trail = [
+        json.loads(x) for x in (tmp_path / "a" / "audit" / "audit.jsonl").read_text().splitlines()
+    ]
+    failed = [r for r in trail if r["event"] == "recording.recovery_failed"]
+    assert len(failed) == 1 and "damage" in failed[0]["reason"]
+    assert [r["bytes_cut"] for r in trail if r["event"] == "recording.recovered"] == [50]

@@ -188,9 +188,13 @@ def _check_audit(
     report.audit_records = len(audit.records)
     report.failures.extend(f"audit trail: {line}" for line in audit.failures)
     recorded: dict[str, str] = {}
+    unrecovered: dict[str, str] = {}  # crash-left recordings recovery could not keep
     for record in audit.records:
         if record.get("event") in _HASH_EVENTS and isinstance(record.get("sha256"), str):
             recorded[str(record.get("recording_id"))] = record["sha256"]
+            unrecovered.pop(str(record.get("recording_id")), None)
+        elif record.get("event") == "recording.recovery_failed":
+            unrecovered[str(record.get("recording_id"))] = str(record.get("reason", ""))
     for recording_id, digest in recorded.items():
         if recording_id in deleted:
             if keys.get(recording_id) is not None:
@@ -205,6 +209,8 @@ def _check_audit(
             report.failures.append(
                 f"audit trail: recording {recording_id} differs from the hash the trail recorded"
             )
+    for recording_id, reason in unrecovered.items():
+        report.failures.append(f"recording {recording_id}: not recovered after a crash: {reason}")
     for row in rows:
         pending = hashes.get(row.id) == _PENDING
         if row.state != "open" and row.id not in recorded and row.id not in deleted and not pending:

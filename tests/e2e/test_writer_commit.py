@@ -87,3 +87,11 @@ def test_recovery_cuts_a_torn_tail_but_leaves_a_damaged_file_untouched(tmp_path:
     failed = [r for r in trail if r["event"] == "recording.recovery_failed"]
     assert len(failed) == 1 and "damage" in failed[0]["reason"]
     assert [r["bytes_cut"] for r in trail if r["event"] == "recording.recovered"] == [50]
+    from recorder.runtime.archive import Archive
+    from recorder.runtime.verify import verify_archive
+
+    report = verify_archive(Archive(tmp_path / "a"), {MASTER.kid: MASTER}, "auditor")
+    assert [f for f in report.failures if "not recovered after a crash" in f] == [
+        f"recording {damaged.name.removesuffix('.rec.partial')}: not recovered after a crash: "
+        + failed[0]["reason"]
+    ]

@@ -35,16 +35,7 @@ def check(data: bytes) -> None:
 
 
 def test_one_input(data: bytes) -> None:
-    """Mode 0: raw bytes. Modes 1-2: fuzz bytes spliced into a valid seed message."""
-    fdp = atheris.FuzzedDataProvider(data)
-    mode = fdp.ConsumeIntInRange(0, 2)
-    if mode == 0:
-        check(fdp.ConsumeBytes(fdp.remaining_bytes()))
-        return
-    seed = SEEDS[fdp.ConsumeIntInRange(0, len(SEEDS) - 1)]
-    pos = fdp.ConsumeIntInRange(0, len(seed))
-    cut = fdp.ConsumeIntInRange(0, 64) if mode == 2 else 0
-    check(_common.splice(seed, pos, cut, fdp.ConsumeBytes(fdp.remaining_bytes())))
+    check(_common.seeded_input(atheris.FuzzedDataProvider(data), SEEDS))
 
 
 def main() -> None:

@@ -63,9 +63,10 @@ def replay(
             policy=policy_summary(config),
         )
         loop = LoopStats()
-        for path in sorted(paths, key=_first_ts):
+        starts = {path: _first_ts(path) for path in paths}  # each file opened once for it
+        for path in sorted(paths, key=starts.__getitem__):
             capture = CaptureFile(path)
-            start = _first_ts(path)
+            start = starts[path]
             if core.now_ns and start < core.now_ns:
                 # Not a continuation of the previous capture (which rotated files are):
                 # its calls cannot carry on into this one.
@@ -92,9 +93,14 @@ def replay(
 
 def _first_ts(path: Path) -> int:
     """Capture time of a file's first frame (files are replayed in time order)."""
-    for frame in CaptureFile(path):
-        return frame.ts_ns
-    return 0
+    frames = iter(CaptureFile(path))
+    try:
+        first = next(frames, None)
+    finally:
+        close = getattr(frames, "close", None)
+        if close is not None:
+            close()  # the reader's file is closed now, not whenever it is collected
+    return first.ts_ns if first is not None else 0
 
 
 def _fill(

@@ -38,6 +38,10 @@ class CallTable:
         self.calls: OrderedDict[str, Call] = OrderedDict()  # oldest SIP activity first
         # Endpoint key -> (call, side that receives there).
         self.endpoints: dict[bytes, tuple[Call, int]] = {}
+        # The same IPv4 endpoints as integers (address << 16 | port) -> serial * 2 + side,
+        # for the block fast path's lookups; `version` changes whenever either changes.
+        self.fast: dict[int, int] = {}
+        self.version = 0
         self._serial = 0
         self._by_serial: dict[int, Call] = {}
         # SDP media port -> {(serial, side): (call, side)}: many phones share a port number.
@@ -78,6 +82,9 @@ class CallTable:
             self._stats.drop("sdp", "too_many_endpoints")  # endless re-INVITEs: bounded
             return
         self.endpoints[key] = (call, side)
+        if len(key) == 6:  # IPv4 only: the block fast path reads Ethernet/IPv4 frames
+            self.fast[int.from_bytes(key, "big")] = call.serial * 2 + side
+        self.version += 1
         call.endpoints.add(key)
         self._by_port.setdefault(port, {})[(call.serial, side)] = (call, side)
 
@@ -178,6 +185,8 @@ class CallTable:
         for key in call.endpoints:
             if self.endpoints.get(key, (None, 0))[0] is call:
                 del self.endpoints[key]
+                self.fast.pop(int.from_bytes(key, "big"), None)
+                self.version += 1
             port = int.from_bytes(key[-2:], "big")
             holders = self._by_port.get(port)
             if holders is not None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
 
 # Link-layer types (the pcap LINKTYPE_* numbers) the core understands.
 LINKTYPE_NULL = 0
@@ -26,6 +30,40 @@ class Frame(NamedTuple):
     ts_ns: int
     linktype: int
     data: bytes
+
+
+@dataclass(slots=True)
+class FrameBlock:
+    """Many frames of one link type, in capture order, without a bytes object each: frame
+    k is `data[starts[k]:ends[k]]`, captured at `times[k]` ns. A capture file's chunk is
+    used as read (record headers stay between the frames), so nothing is copied."""
+
+    linktype: int
+    data: bytes
+    starts: NDArray[np.int64]
+    ends: NDArray[np.int64]
+    times: NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def frame(self, k: int) -> Frame:
+        return Frame(int(self.times[k]), self.linktype, self.data[self.starts[k] : self.ends[k]])
+
+    def frames(self) -> list[Frame]:
+        return [self.frame(k) for k in range(len(self))]
+
+    @classmethod
+    def of(cls, linktype: int, frames: Iterable[tuple[int, bytes]]) -> FrameBlock:
+        """A block of (ts_ns, data) frames, joined into one buffer."""
+        times, datas = [], []
+        for ts_ns, data in frames:
+            times.append(ts_ns)
+            datas.append(data)
+        lengths = np.fromiter(map(len, datas), dtype=np.int64, count=len(datas))
+        ends = np.cumsum(lengths, dtype=np.int64)
+        starts = ends - lengths
+        return cls(linktype, b"".join(datas), starts, ends, np.array(times, dtype=np.int64))
 
 
 @dataclass(slots=True)

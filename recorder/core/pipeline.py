@@ -2,12 +2,14 @@
 
     core = RecorderCore()
     core.receive_frame(frame)          # for every captured frame, in capture order
+    core.receive_block(block)          # or many frames at once (capture files)
     core.handle_timer(now_ns)          # when idle (live capture), at least every second
     core.close(now_ns)                 # at the end: every open call is closed
     for event in core.events(): ...    # drain after each call
 
 Known RTP flows take a fast path: for plain Ethernet/IPv4/UDP frames the endpoint keys
-are sliced straight out of fixed offsets and looked up before any general parsing.
+are sliced straight out of fixed offsets and looked up before any general parsing; for a
+block of frames, that is done for the whole block with numpy (`blocks.py`).
 """
 
 from __future__ import annotations
@@ -15,13 +17,21 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 
+from recorder.core.blocks import WINDOW_MAX, receive_block
 from recorder.core.call_table import CallTable, endpoint_key
 from recorder.core.calls import Call
 from recorder.core.events import Event, RecordingMarker
 from recorder.core.limits import CoreLimits
 from recorder.core.media.timeline import NS_PER_S
 from recorder.core.media_path import MAX_PENDING, MediaPath
-from recorder.core.model import LINKTYPE_ETHERNET, PROTO_TCP, PROTO_UDP, Datagram, Frame
+from recorder.core.model import (
+    LINKTYPE_ETHERNET,
+    PROTO_TCP,
+    PROTO_UDP,
+    Datagram,
+    Frame,
+    FrameBlock,
+)
 from recorder.core.net.decoder import NetDecoder
 from recorder.core.orphans import OrphanStreams
 from recorder.core.policy import DtmfListener, RecordEverything, RecordingPolicy
@@ -47,16 +57,23 @@ class RecorderCore:
         self._events: deque[Event] = deque()
         self._net = NetDecoder()
         self._tcp = TcpSipStreams()
-        self._media = MediaPath(self.limits, self.stats, self._events.append)
-        self.calls = CallTable(self.limits, self.stats, self._media, self._events.append)
+        self.media = MediaPath(self.limits, self.stats, self._events.append)
+        self.calls = CallTable(self.limits, self.stats, self.media, self._events.append)
         self._orphans = OrphanStreams()
         self._signalling = Signalling(
             self.limits, self.stats, self.calls, policy or RecordEverything()
         )
-        self._media.dtmf_listener = dtmf_listener
+        self.media.dtmf_listener = dtmf_listener
         self._sweep_ns = int(self.limits.sweep_interval_s * NS_PER_S)
         self._next_sweep_ns = 0  # the first frame runs the timers once
         self.now_ns = 0  # newest capture time seen: timers never run backwards
+        self.block_position = 0  # the frame of a block being fed one by one
+        self.block_window = WINDOW_MAX  # frames of a block looked up at once (blocks.py)
+
+    def receive_block(self, block: FrameBlock, start: int = 0) -> None:
+        """Frames `start:` of `block`, with exactly the effect of `receive_frame` on each in
+        turn. If it raises, `block_position` is the frame that did."""
+        receive_block(self, block, start)
 
     # -- input -------------------------------------------------------------------------
 
@@ -91,7 +108,7 @@ class RecorderCore:
                 times.append(now)
                 call.pending_datas[sender].append(data[42:end])
                 if len(times) >= MAX_PENDING:  # a flood between sweeps: place it now
-                    self._media.flush(call, now)
+                    self.media.flush(call, now)
                 return
         try:
             datagram = self._net.decode(linktype, data, now)
@@ -106,18 +123,18 @@ class RecorderCore:
             endpoints = self.calls.endpoints
             hit = endpoints.get(endpoint_key(dg.dst_ip, dg.dport))
             if hit is not None:
-                self._media.enqueue(hit[0], 1 - hit[1], now, dg.payload)
+                self.media.enqueue(hit[0], 1 - hit[1], now, dg.payload)
                 return
             hit = endpoints.get(endpoint_key(dg.src_ip, dg.sport))
             if hit is not None:
-                self._media.enqueue(hit[0], hit[1], now, dg.payload)
+                self.media.enqueue(hit[0], hit[1], now, dg.payload)
                 return
             if looks_like_sip(dg.payload):
                 self._sip(dg.payload, now, dg.src_ip, dg.dst_ip)
                 return
             latched = self.calls.latch(dg)
             if latched is not None:
-                self._media.enqueue(latched[0], latched[1], now, dg.payload)
+                self.media.enqueue(latched[0], latched[1], now, dg.payload)
             elif self.calls.other_media(dg):
                 self.stats.drop("rtp", "not_audio")  # video or fax of a call we follow
             elif self._orphans.note(dg, now):
@@ -191,7 +208,7 @@ class RecorderCore:
         call = self.calls.by_serial(serial)
         if call is None or call.paused_since_ns is not None:
             return False
-        self._media.process(call)  # what arrived before the pause is placed as it was
+        self.media.process(call)  # what arrived before the pause is placed as it was
         call.paused_since_ns = now_ns
         self._mark(call, RecordingMarker(serial, "paused", now_ns, reason, call.call_id))
         return True
@@ -200,7 +217,7 @@ class RecorderCore:
         call = self.calls.by_serial(serial)
         if call is None or call.paused_since_ns is None:
             return False
-        self._media.process(call)  # what arrived during the pause is dropped now
+        self.media.process(call)  # what arrived during the pause is dropped now
         call.pause_windows.append((call.paused_since_ns, now_ns))
         call.paused_since_ns = None
         self._mark(call, RecordingMarker(serial, "resumed", now_ns, reason, call.call_id))
@@ -214,7 +231,7 @@ class RecorderCore:
         if call is None or call.stop_requested:
             return False
         if call.paused_since_ns is None:
-            self._media.process(call)  # (a no-op when called from within placement)
+            self.media.process(call)  # (a no-op when called from within placement)
             call.paused_since_ns = now_ns  # from here on, nothing is placed
         call.stop_requested = True
         self._mark(call, RecordingMarker(serial, "stopped", now_ns, reason, call.call_id))

@@ -13,7 +13,7 @@ from recorder.compliance.factory import build_core, policy_summary
 from recorder.config import Config
 from recorder.container.masterkey import MasterKey
 from recorder.core.pipeline import RecorderCore
-from recorder.runtime.runner import LoopStats, drain, feed
+from recorder.runtime.runner import LoopStats, drain, feed_blocks
 from recorder.runtime.session import ArchiveSession
 from recorder.runtime.sources import CaptureFile
 from recorder.runtime.writer import ArchiveWriter
@@ -72,7 +72,7 @@ def replay(
                 # its calls cannot carry on into this one.
                 core.close()
                 drain(core, session.writer)
-            feed(capture, core, session.writer, loop, guard=guard)
+            feed_blocks(capture.blocks(), core, session.writer, loop, guard=guard)
             summary.files += 1
             if capture.truncated:
                 summary.truncated_files.append(str(path))

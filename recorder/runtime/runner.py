@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from recorder.core.model import Frame
+from recorder.core.model import Frame, FrameBlock
 from recorder.core.pipeline import RecorderCore
 from recorder.runtime.writer import ArchiveWriter
 
@@ -53,6 +53,35 @@ def feed(
             while pending:
                 handle(pending.popleft())
             commit()  # what these events changed, durable together
+
+
+def feed_blocks(
+    blocks: Iterable[FrameBlock],
+    core: RecorderCore,
+    writer: ArchiveWriter,
+    stats: LoopStats,
+    *,
+    guard: bool = True,
+) -> None:
+    """`feed` for capture files read a block at a time: the same frames, the same guard
+    (a frame that raises is skipped and the block goes on after it); events are handed
+    over after each block (a few MiB of capture)."""
+    for block in blocks:
+        stats.frames += len(block)
+        start = 0
+        while start < len(block):
+            if not guard:
+                core.receive_block(block, start)
+                break
+            try:
+                core.receive_block(block, start)
+                break
+            except Exception:  # a bug must cost one frame, not the process
+                stats.internal_errors += 1
+                if stats.internal_errors <= 10:
+                    log.exception("internal error on a frame; frame skipped")
+                start = core.block_position + 1
+        drain(core, writer)
 
 
 def drain(core: RecorderCore, writer: ArchiveWriter) -> None:

@@ -24,14 +24,17 @@ import struct
 from collections.abc import Iterator
 from typing import BinaryIO
 
+import numpy as np
 from dpkt import pcap, pcapng
 
-from recorder.core.model import Frame
+from recorder.core.model import Frame, FrameBlock
 from recorder.errors import RecorderError
 
 NS_PER_S = 1_000_000_000
 MAX_RECORD_BYTES = 16 * 1024 * 1024  # far above any real snaplen; bounds a corrupt length
 _READ_BUFFER = 1 << 20
+BLOCK_BYTES = 8 << 20  # a pcap file is read (and fed to the core) this much at a time
+BLOCK_FRAMES = 1 << 15  # frames per block made from pcapng
 
 _PCAPNG_MAGIC = struct.pack(">I", pcapng.PCAPNG_BT_SHB)
 # magic bytes as stored -> (byte order, fraction-to-ns factor, record header size)
@@ -96,6 +99,25 @@ class CaptureFile:
         except OSError as exc:
             raise CaptureFileError(f"{self.path}: cannot read capture: {exc.strerror}") from None
 
+    def blocks(self) -> Iterator[FrameBlock]:
+        """The same frames as iteration, as `FrameBlock`s (classic pcap: each block is one
+        read of the file, used in place; pcapng: frames gathered per link type)."""
+        self.frames = 0
+        self.truncated = False
+        self.stop_reason = None
+        self.skipped_blocks = 0
+        with self._open() as f:
+            blocks = _pcap_blocks(f) if self.format == "pcap" else _gather(_pcapng(f, self))
+            try:
+                for block in blocks:
+                    self.frames += len(block)
+                    yield block
+            except _Stop as stop:
+                self.truncated = True
+                self.stop_reason = str(stop)
+            except OSError as exc:
+                raise CaptureFileError(f"{self.path}: read failed: {exc.strerror}") from None
+
     def __iter__(self) -> Iterator[Frame]:
         self.frames = 0
         self.truncated = False
@@ -148,6 +170,71 @@ def _pcap(f: BinaryIO) -> Iterator[Frame]:
         if len(data) < caplen:
             raise _Stop("truncated_record")
         yield _frame(Frame, (sec * NS_PER_S + frac * frac_ns, linktype, data))
+
+
+def _pcap_blocks(f: BinaryIO) -> Iterator[FrameBlock]:
+    """Classic pcap, a read at a time: the records wholly inside each read become a block
+    (their headers are read with numpy); a record cut by the read's end starts the next."""
+    header = f.read(24)
+    if len(header) < 24:
+        raise _Stop("truncated_header")
+    order, frac_ns, record_size = _PCAP_MAGICS[header[:4]]
+    linktype = struct.unpack_from(order + "I", header, 20)[0] & 0xFFFF
+    caplen_at = struct.Struct(order + "I").unpack_from
+    fields = np.dtype(order + "u4")
+    columns = np.arange(12, dtype=np.int64)
+    carry = b""
+    while True:
+        chunk = f.read(BLOCK_BYTES)
+        data = carry + chunk if carry else chunk
+        if not data:
+            return
+        offsets: list[int] = []
+        add = offsets.append
+        pos, size, bad = 0, len(data), False
+        while pos + record_size <= size:  # the one per-record Python loop: lengths chain
+            caplen = caplen_at(data, pos + 8)[0]
+            if caplen > MAX_RECORD_BYTES:
+                bad = True
+                break
+            end = pos + record_size + caplen
+            if end > size:
+                break
+            add(pos)
+            pos = end
+        if offsets:
+            at = np.array(offsets, dtype=np.int64)
+            head = np.frombuffer(data, dtype=np.uint8)[at[:, None] + columns]
+            sec, frac, caplen_v = head.view(fields).astype(np.int64).T
+            starts = at + record_size
+            times = sec * NS_PER_S + frac * frac_ns
+            yield FrameBlock(linktype, data, starts, starts + caplen_v, times)
+        if bad:
+            raise _Stop("bad_record_length")
+        carry = data[pos:]
+        if not chunk:
+            if carry:
+                raise _Stop("truncated_record")
+            return
+
+
+def _gather(frames: Iterator[Frame]) -> Iterator[FrameBlock]:
+    """Frames into blocks of one link type each."""
+    batch: list[tuple[int, bytes]] = []
+    linktype = -1
+    try:
+        for ts_ns, frame_linktype, data in frames:
+            if frame_linktype != linktype or len(batch) >= BLOCK_FRAMES:
+                if batch:
+                    yield FrameBlock.of(linktype, batch)
+                batch, linktype = [], frame_linktype
+            batch.append((ts_ns, data))
+    except _Stop:  # the frames read before a damaged record are fed too
+        if batch:
+            yield FrameBlock.of(linktype, batch)
+        raise
+    if batch:
+        yield FrameBlock.of(linktype, batch)
 
 
 def _pcapng(f: BinaryIO, owner: CaptureFile) -> Iterator[Frame]:

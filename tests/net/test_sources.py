@@ -5,19 +5,23 @@ from __future__ import annotations
 import struct
 import subprocess
 import sys
+import tempfile
 from decimal import Decimal
 from pathlib import Path
 
 import dpkt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.utils import PcapNgWriter, PcapWriter
 
 from recorder.core.model import LINKTYPE_ETHERNET, LINKTYPE_RAW, Frame
+from recorder.runtime import sources
 from recorder.runtime.sources import CaptureFile, CaptureFileError
 
-from .capwrite import PCAP_MODIFIED, PCAP_NS, epb, idb, obsolete_pb, pcap, shb, spb
+from .capwrite import PCAP_MODIFIED, PCAP_NS, PCAP_US, epb, idb, obsolete_pb, pcap, shb, spb
 
 A, B, C = b"frame-a", b"frame-bb", b"frame-ccc"
 T = 1_700_000_000  # seconds
@@ -226,3 +230,55 @@ def test_replay_does_not_load_libpcap() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def read_both(path: Path) -> tuple[tuple, tuple]:
+    """(frames, truncated, stop_reason, count) read frame by frame, then block by block."""
+    capture = CaptureFile(path)
+    one = (list(capture), capture.truncated, capture.stop_reason, capture.frames)
+    blocks = list(capture.blocks())
+    assert all(len(b) for b in blocks)
+    return one, (
+        [f for b in blocks for f in b.frames()],
+        capture.truncated,
+        capture.stop_reason,
+        capture.frames,
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    records=st.lists(
+        st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 999_999), st.binary(max_size=90)),
+        max_size=30,
+    ),
+    magic=st.sampled_from([PCAP_US, PCAP_NS, PCAP_MODIFIED]),
+    order=st.sampled_from(["<", ">"]),
+    cut=st.integers(0, 4000),
+    garbage=st.sampled_from([b"", b"\0" * 3, struct.pack("<IIII", 1, 2, 0x7FFFFFFF, 0)]),
+    read_size=st.sampled_from([16, 37, 100, 1 << 20]),
+)
+def test_blocks_read_what_frames_read(
+    records: list, magic: int, order: str, cut: int, garbage: bytes, read_size: int
+) -> None:
+    """Whatever the records, the cut and the read size, blocks carry the same frames and
+    stop the same way (each read's last record continues into the next read)."""
+    data = pcap(records, magic=magic, order=order)
+    data = (data + garbage)[: max(24, cut)] if cut < len(data) + len(garbage) else data + garbage
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "c.pcap"
+        path.write_bytes(data)
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(sources, "BLOCK_BYTES", read_size)
+            one, blocks = read_both(path)
+    assert blocks == one
+
+
+def test_pcapng_blocks_split_by_link_type(tmp_path: Path) -> None:
+    data = shb() + idb("<", 1) + idb("<", 101) + epb("<", 0, 1, A) + epb("<", 1, 2, B)
+    data += epb("<", 1, 3, C) + epb("<", 0, 4, A) + b"\0\0\0"
+    path = write(tmp_path, data)
+    one, blocks = read_both(path)
+    assert blocks == one
+    assert [b.linktype for b in CaptureFile(path).blocks()] == [1, 101, 1]
+    assert one[1:3] == (True, "truncated_record")

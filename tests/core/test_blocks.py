@@ -1,0 +1,190 @@
+"""A block of frames (`receive_block`, numpy fast path) must have exactly the effect of its
+frames fed one by one (`receive_frame`): the same events in the same order and the same
+counters, however the frames are cut into blocks and whatever they hold."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from recorder.core.events import Event
+from recorder.core.limits import CoreLimits
+from recorder.core.model import Frame, FrameBlock
+from recorder.core.pipeline import RecorderCore
+from recorder.runtime.sources import CaptureFile
+from tests.builders import rtp
+from tests.core.test_batch_equivalence import build, fast_udp, packet_ops
+from tests.core.test_timeline_rules import MS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def outcome(core: RecorderCore) -> tuple[list[Event], dict[str, object]]:
+    core.close()
+    return list(core.events()), dataclasses.asdict(core.stats)
+
+
+def one_by_one(frames: list[Frame], limits: CoreLimits | None = None) -> tuple:
+    core = RecorderCore(limits)
+    for frame in frames:
+        core.receive_frame(frame)
+    return outcome(core)
+
+
+def in_blocks(frames: list[Frame], cuts: list[int], limits: CoreLimits | None = None) -> tuple:
+    """Blocks cut at `cuts` (and wherever the link type changes)."""
+    core = RecorderCore(limits)
+    edges = sorted({0, len(frames), *(c for c in cuts if 0 < c < len(frames))})
+    for a, b in itertools.pairwise(edges):
+        run: list[Frame] = []
+        for frame in frames[a:b]:
+            if run and frame.linktype != run[0].linktype:
+                core.receive_block(FrameBlock.of(run[0].linktype, [(f.ts_ns, f.data) for f in run]))
+                run = []
+            run.append(frame)
+        if run:
+            core.receive_block(FrameBlock.of(run[0].linktype, [(f.ts_ns, f.data) for f in run]))
+    return outcome(core)
+
+
+def noise(kind: str, t: int, n: int) -> Frame:
+    """Frames around the calls that must take the slow path (or be dropped) in a block."""
+    if kind == "garbage":
+        return Frame(t, 1, bytes(range(n % 60)))
+    if kind == "unknown_udp":
+        return Frame(t, 1, fast_udp("10.9.9.9", 4000 + n, "10.9.9.8", 4002, b"\x80" * 40))
+    if kind == "nat":  # a caller behind NAT: its address is not the SDP one, its ports are
+        return Frame(
+            t,
+            1,
+            fast_udp("192.0.2.7", 17000, "10.2.0.2", 17002, rtp(0, n, n * 160, 77, b"\xff" * 160)),
+        )
+    if kind == "bad_udp_length":
+        frame = bytearray(fast_udp("10.1.0.1", 17000, "10.2.0.2", 17002, b"\x80" * 30))
+        frame[38:40] = b"\xff\xff"
+        return Frame(t, 1, bytes(frame))
+    if kind == "fragment":
+        frame = bytearray(fast_udp("10.1.0.1", 17000, "10.2.0.2", 17002, b"\x80" * 30))
+        frame[20] = 0x20  # more fragments
+        return Frame(t, 1, bytes(frame))
+    if kind == "sll":
+        return Frame(t, 113, b"\x00" * 16 + fast_udp("10.1.0.1", 1, "10.2.0.2", 2, b"x")[14:])
+    return Frame(t, 1, b"\x02" * 12 + b"\x86\xdd" + b"\x60" + b"\x00" * 50)  # IPv6 stub
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    calls=st.lists(
+        st.tuples(
+            packet_ops, st.sampled_from([0, 8]), st.sampled_from([10, 20, 30]), st.booleans()
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    noises=st.lists(
+        st.tuples(
+            st.sampled_from(
+                ["garbage", "unknown_udp", "nat", "bad_udp_length", "fragment", "sll", "ipv6"]
+            ),
+            st.integers(0, 4000),
+            st.integers(0, 1000),
+        ),
+        max_size=40,
+    ),
+    backwards=st.lists(st.integers(0, 10_000), max_size=5),
+    cuts=st.lists(st.integers(0, 3000), max_size=8),
+)
+def test_blocks_equal_frames_one_by_one(
+    calls: list, noises: list, backwards: list[int], cuts: list[int]
+) -> None:
+    frames: list[Frame] = []
+    for n, (ops, codec, ptime, second) in enumerate(calls):
+        frames += build(ops, codec, ptime, second, n)
+    frames.sort(key=lambda f: f.ts_ns)
+    if frames:
+        start = frames[0].ts_ns
+        frames += [noise(kind, start + at * MS, arg) for kind, at, arg in noises]
+        frames.sort(key=lambda f: f.ts_ns)
+    for b in backwards:  # capture clocks step back: timers must not run twice or late
+        if frames:
+            k = b % len(frames)
+            frames[k] = frames[k]._replace(ts_ns=frames[k].ts_ns - 3_000 * MS)
+    assert in_blocks(frames, cuts) == one_by_one(frames)
+
+
+def test_many_calls_in_one_block() -> None:
+    """A block long enough for the window to grow, sweeps inside it, calls ending in it."""
+    frames: list[Frame] = []
+    for n in range(12):
+        ops = (
+            [("ok", 0)] * (150 + 7 * n) + [("dup", 0), ("swap", 0), ("late", 2)] + [("ok", 0)] * 40
+        )
+        frames += build(ops, [0, 8][n % 2], [10, 20, 30][n % 3], True, n)
+    frames.sort(key=lambda f: f.ts_ns)
+    events, stats = in_blocks(frames, [])
+    assert (events, stats) == one_by_one(frames)
+    assert sum(1 for e in events if type(e).__name__ == "RecordingEnded") == 12
+
+
+def test_flood_flushes_at_the_same_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A side whose queue fills between sweeps is flushed at the frame that fills it."""
+    import recorder.core.blocks as blocks
+    import recorder.core.media_path as media_path
+    import recorder.core.pipeline as pipeline
+
+    for module in (blocks, media_path, pipeline):
+        monkeypatch.setattr(module, "MAX_PENDING", 20)
+    flushes: list[int] = []
+    real_flush = media_path.MediaPath.flush
+
+    def counted(self: media_path.MediaPath, call: object, now_ns: int) -> None:
+        flushes.append(now_ns)
+        real_flush(self, call, now_ns)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(media_path.MediaPath, "flush", counted)
+    ops = [("ok", 0)] * 200
+    frames = sorted(build(ops, 0, 10, True, 0) + build(ops, 8, 10, True, 1), key=lambda f: f.ts_ns)
+    # Squeeze the media into a tenth of a second: many packets per sweep.
+    first = frames[0].ts_ns
+    frames = [f._replace(ts_ns=first + (f.ts_ns - first) // 20) for f in frames]
+    events, stats = in_blocks(frames, [])
+    in_block_flushes = sorted(flushes)
+    flushes.clear()
+    expected_events, expected_stats = one_by_one(frames)
+    assert len(flushes) > 10  # the queues did fill between sweeps
+    assert in_block_flushes == sorted(flushes)  # at the same frames' times
+    assert stats == expected_stats
+    # Each call's events are the same; between calls, a flush comes after a whole group.
+    for serial in (1, 2):
+        mine = [e for e in events if getattr(e, "serial", None) == serial]
+        assert mine == [e for e in expected_events if getattr(e, "serial", None) == serial]
+    assert sorted(map(repr, events)) == sorted(map(repr, expected_events))
+
+
+@pytest.mark.parametrize("pcap", sorted((REPO / "pcaps").glob("*.pcap*")), ids=lambda p: p.name)
+def test_shipped_captures_in_blocks(pcap: Path) -> None:
+    frames = list(CaptureFile(pcap))
+    assert in_blocks(frames, [len(frames) // 3]) == one_by_one(frames)
+
+
+def test_shared_corpus_in_blocks(shared_pcaps: Path) -> None:
+    """Every capture of the corpus: the reader's own blocks give what its frames give."""
+    paths = sorted(p for p in shared_pcaps.glob("*") if p.suffix in (".pcap", ".pcapng", ".cap"))
+    assert paths
+    for path in paths:
+        try:
+            capture = CaptureFile(path)
+        except Exception:
+            continue  # not a capture (the corpus outcome test covers those)
+        frames = list(capture)
+        core = RecorderCore()
+        for block in CaptureFile(path).blocks():
+            core.receive_block(block)
+        assert outcome(core) == one_by_one(frames), path.name

@@ -1,7 +1,9 @@
-"""Write a pcap of many concurrent G.711 calls straight from struct (scapy is far too slow
-for millions of packets): each call is INVITE/200/ACK, 20 ms PCMU both ways, then BYE.
+"""Write a pcap of many concurrent calls straight from struct (scapy is far too slow for
+millions of packets): each call is INVITE/200/ACK, 20 ms of PCMU (or G.722) both ways,
+then BYE.
 
     python bench/loadgen.py --calls 1000 --seconds 10 -o /tmp/load.pcap
+    python bench/loadgen.py --calls 300 --seconds 20 --codec G722 -o /tmp/g722.pcap
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from pathlib import Path
 
 NS = 1_000_000_000
 PTIME_NS = 20_000_000
+# encoding -> RTP payload type (RFC 3551 static types; both have 160 bytes per 20 ms and an
+# RTP clock of 8000/s, G.722's clock being 8000 by that RFC's famous error).
+PAYLOAD_TYPES = {"PCMU": 0, "G722": 9}
 
 
 def _ip(n: int) -> bytes:
@@ -27,7 +32,9 @@ def _udp_frame(src: bytes, sport: int, dst: bytes, dport: int, payload: bytes) -
     return eth + ip + udp + payload
 
 
-def _sip(kind: str, n: int, a: bytes, b: bytes, a_port: int, b_port: int) -> bytes:
+def _sip(
+    kind: str, n: int, a: bytes, b: bytes, a_port: int, b_port: int, codec: str = "PCMU"
+) -> bytes:
     ip_a, ip_b = ".".join(map(str, a)), ".".join(map(str, b))
     call_id = f"load-{n}@bench"
     dialog = (
@@ -39,7 +46,8 @@ def _sip(kind: str, n: int, a: bytes, b: bytes, a_port: int, b_port: int) -> byt
         ip, port = (ip_a, a_port) if kind == "INVITE" else (ip_b, b_port)
         body = (
             f"v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n"
-            f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+            f"m=audio {port} RTP/AVP {PAYLOAD_TYPES[codec]}\r\n"
+            f"a=rtpmap:{PAYLOAD_TYPES[codec]} {codec}/8000\r\n"
         )
         head = "SIP/2.0 200 OK\r\n" if kind == "200" else f"INVITE sip:2{n:06d}@bench SIP/2.0\r\n"
         return (
@@ -58,8 +66,15 @@ def _sip(kind: str, n: int, a: bytes, b: bytes, a_port: int, b_port: int) -> byt
     ).encode()
 
 
-def generate(path: Path, calls: int, seconds: float, start_ns: int = 1_700_000_000 * NS) -> int:
+def generate(
+    path: Path,
+    calls: int,
+    seconds: float,
+    start_ns: int = 1_700_000_000 * NS,
+    codec: str = "PCMU",
+) -> int:
     """Write the capture; returns the number of frames."""
+    pt = PAYLOAD_TYPES[codec]
     packets_per_side = int(seconds * NS // PTIME_NS)
     payloads = [os.urandom(160) for _ in range(16)]
     frames = 0
@@ -76,8 +91,8 @@ def generate(path: Path, calls: int, seconds: float, start_ns: int = 1_700_000_0
         hosts = [(_ip(2 * n + 1), _ip(2 * n + 2)) for n in range(calls)]
         for n, (a, b) in enumerate(hosts):
             t = start_ns + offsets[n]
-            put(t, _udp_frame(a, 5060, b, 5060, _sip("INVITE", n, a, b, 20000, 30000)))
-            put(t, _udp_frame(b, 5060, a, 5060, _sip("200", n, a, b, 20000, 30000)))
+            put(t, _udp_frame(a, 5060, b, 5060, _sip("INVITE", n, a, b, 20000, 30000, codec)))
+            put(t, _udp_frame(b, 5060, a, 5060, _sip("200", n, a, b, 20000, 30000, codec)))
             put(t, _udp_frame(a, 5060, b, 5060, _sip("ACK", n, a, b, 20000, 30000)))
         prefixes = [
             (
@@ -93,7 +108,7 @@ def generate(path: Path, calls: int, seconds: float, start_ns: int = 1_700_000_0
                 payload = payloads[(i + n) % 16]
                 for side, prefix in ((0, to_b), (1, to_a)):
                     rtp = struct.pack(
-                        "!BBHII", 0x80, 0, i & 0xFFFF, (160 * i) & 0xFFFFFFFF, (n << 1) | side
+                        "!BBHII", 0x80, pt, i & 0xFFFF, (160 * i) & 0xFFFFFFFF, (n << 1) | side
                     )
                     put(t + side * 1000, prefix + rtp + payload)
         end = start_ns + PTIME_NS * (packets_per_side + 2)
@@ -106,10 +121,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--codec", choices=sorted(PAYLOAD_TYPES), default="PCMU")
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args()
-    frames = generate(args.output, args.calls, args.seconds)
-    print(f"{args.output}: {frames} frames, {args.calls} calls of {args.seconds} s")
+    frames = generate(args.output, args.calls, args.seconds, codec=args.codec)
+    print(f"{args.output}: {frames} frames, {args.calls} {args.codec} calls of {args.seconds} s")
 
 
 if __name__ == "__main__":

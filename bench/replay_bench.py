@@ -3,10 +3,12 @@ then runs, alternately, a bare-Python baseline (read pcap records with struct, l
 packet's flow up in a dict: the floor of any per-packet Python design), `recorder replay`
 (everything it does for real: match, reorder, decode, encrypt, write, audit, index) and
 `tshark -q -z rtp,streams`, and prints packets/s, concurrent calls followed in real time,
-peak memory and the ratios between them, measured in the same run.
+peak memory, CPU seconds and the ratios between them, measured in the same run. A G.722
+case compares the recorder with the G.722 decoder alone on the same payloads.
 
-    python bench/replay_bench.py                       # 10, 1,000 and 10,000 calls
+    python bench/replay_bench.py                       # 10, 1,000, 10,000 calls; G.722
     python bench/replay_bench.py --calls 1000 --seconds 60 --rounds 3
+    python bench/replay_bench.py --calls 10000 --seconds 2 --g722-calls 0   # call churn
 
 A G.711 call at 20 ms carries 100 packets/s (50 each way), so packets/s / 100 is the number
 of concurrent calls that could be followed in real time.
@@ -45,8 +47,22 @@ def baseline(path: Path) -> float:
     return time.perf_counter() - start
 
 
-def timed(cmd: list[str], cwd: Path) -> tuple[float, int]:
-    """Wall seconds and peak resident memory (bytes) of a command."""
+def decoder_alone(calls: int, seconds: float) -> float:
+    """Seconds the G.722 decoder alone takes for the payloads of such a capture: one
+    decoder per stream, fed 50 packets (a second) at a time, as the recorder feeds it."""
+    import G722  # the recorder's own decoder package
+
+    payload = os.urandom(160 * 50)
+    decoders = [G722.G722(16000, 64000) for _ in range(2 * calls)]
+    start = time.perf_counter()
+    for _ in range(max(1, round(seconds))):
+        for decoder in decoders:
+            decoder.decode(payload)
+    return time.perf_counter() - start
+
+
+def timed(cmd: list[str], cwd: Path) -> tuple[float, int, float]:
+    """Wall seconds, peak resident memory (bytes) and CPU seconds of a command."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -54,16 +70,21 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, int]:
     if os.waitstatus_to_exitcode(status) != 0:
         err = proc.stderr.read().decode() if proc.stderr else ""
         raise SystemExit(f"{cmd[0]} failed: {err.strip()[-500:]}")
-    return elapsed, usage.ru_maxrss * 1024
+    return elapsed, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
 
 
-def run_case(calls: int, seconds: float, rounds: int, work: Path, with_tshark: bool) -> dict:
+def run_case(
+    calls: int, seconds: float, rounds: int, work: Path, with_tshark: bool, codec: str = "PCMU"
+) -> dict:
     capture = work / f"load-{calls}.pcap"
-    packets = generate(capture, calls, seconds)
-    best: dict[str, tuple[float, int]] = {}
+    packets = generate(capture, calls, seconds, codec=codec)
+    best: dict[str, tuple[float, int, float]] = {}
     for _ in range(rounds):  # alternate, keep each one's best: these machines are noisy
         b = baseline(capture)
-        best["baseline"] = min(best.get("baseline", (b, 0)), (b, 0))
+        best["baseline"] = min(best.get("baseline", (b, 0, b)), (b, 0, b))
+        if codec == "G722":
+            d = decoder_alone(calls, seconds)
+            best["decoder"] = min(best.get("decoder", (d, 0, d)), (d, 0, d))
         archive = work / "archive"
         shutil.rmtree(archive, ignore_errors=True)
         cmd = [
@@ -84,20 +105,26 @@ def run_case(calls: int, seconds: float, rounds: int, work: Path, with_tshark: b
             t = timed(["tshark", "-q", "-n", "-z", "rtp,streams", "-r", str(capture)], work)
             best["tshark"] = min(best.get("tshark", t), t)
     capture.unlink()
-    return {"calls": calls, "packets": packets, **best}
+    return {"calls": calls, "codec": codec, "packets": packets, **best}
 
 
 def report(row: dict) -> str:
     pps = {
         name: row["packets"] / row[name][0]
-        for name in ("baseline", "recorder", "tshark")
+        for name in ("baseline", "recorder", "tshark", "decoder")
         if name in row
     }
-    parts = [f"{row['calls']:>6} calls {row['packets']:>9} packets:"]
+    parts = [f"{row['calls']:>6} {row['codec']} calls {row['packets']:>9} packets:"]
     parts.append(
         f"recorder {pps['recorder']:>9,.0f} pkt/s = {pps['recorder'] / 100:>6,.0f} calls"
-        f" in real time, peak {row['recorder'][1] / 2**20:,.0f} MiB;"
+        f" in real time ({row['packets'] / row['recorder'][2]:,.0f} pkt per CPU-second),"
+        f" peak {row['recorder'][1] / 2**20:,.0f} MiB;"
     )
+    if "decoder" in pps:
+        parts.append(
+            f"G.722 decoder alone {pps['decoder']:>8,.0f} pkt/s (recorder at "
+            f"{pps['recorder'] / pps['decoder']:.0%} of it);"
+        )
     parts.append(
         f"baseline {pps['baseline']:>9,.0f} pkt/s (recorder at "
         f"{pps['recorder'] / pps['baseline']:.2f}x)"
@@ -123,15 +150,23 @@ def main() -> None:
         help="call length per case (default: about 2M packets a case)",
     )
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--g722-calls", type=int, default=300, help="G.722 case size (0: no G.722 case)"
+    )
     parser.add_argument("--no-tshark", action="store_true")
     args = parser.parse_args()
-    seconds = args.seconds or [max(2.0, 2_000_000 / (100 * n)) for n in args.calls]
+    # About 2M packets a case, and calls of at least 10 s, so that call set-up and tear-down
+    # (about 1 ms a call) stay a small share (run --seconds 2 to measure them instead).
+    seconds = args.seconds or [max(10.0, 2_000_000 / (100 * n)) for n in args.calls]
     with tempfile.TemporaryDirectory(prefix="recorder-bench-") as tmp:
         work = Path(tmp)
         rows = []
         for calls, length in zip(args.calls, seconds, strict=True):
             row = run_case(calls, length, args.rounds, work, not args.no_tshark)
             rows.append(row)
+            print(report(row), flush=True)
+        if args.g722_calls:
+            row = run_case(args.g722_calls, 20.0, args.rounds, work, False, codec="G722")
             print(report(row), flush=True)
         if len(rows) > 1:
             small, large = rows[0], rows[-1]

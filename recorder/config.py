@@ -28,7 +28,8 @@ class CaptureSettings:
     promiscuous: bool = True
     buffer_bytes: int = 64 * 1024 * 1024  # kernel capture ring (pcap_set_buffer_size)
     timeout_ms: int = 100  # block timeout: packets wait at most this long in the ring
-    workers: int = 1  # capture processes (only 1 is implemented)
+    workers: int = 1  # recording processes (only 1: see runtime/capture_process.py)
+    reader_process: bool = True  # read the ring in a process of its own (a second core)
 
     def check(self, path: str) -> None:
         require(bool(self.interface), f"{path}.interface", "must name an interface or 'any'")
@@ -44,7 +45,7 @@ class CaptureSettings:
             "must be between 1 MiB (1048576) and 2 GiB",
         )
         require(0 < self.timeout_ms <= 1000, f"{path}.timeout_ms", "must be between 1 and 1000")
-        require(self.workers == 1, f"{path}.workers", "must be 1 (one capture process)")
+        require(self.workers == 1, f"{path}.workers", "must be 1 (one recording process)")
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 """The known-RTP fast path over a whole block of frames at once.
 
 `receive_frame` costs a Python function call, a few slices and two dict lookups per
-packet. Here the fixed-offset test (Ethernet, IPv4 without options, unfragmented UDP)
-and the endpoint keys are computed for every frame of a block with numpy, the keys are
-looked up with one `map` over the call table's integer keys, and the frames that hit
-are queued on their calls group by group. Every other frame (SIP, unknown flows, other
+packet. Here the fixed-offset test (Ethernet with or without one 802.1Q tag, or Linux
+cooked capture; IPv4 without options; unfragmented UDP) and the endpoint keys are
+computed for every frame of a block with numpy, the keys are looked up with one `map`
+over the call table's integer keys, and the frames that hit are queued on their calls
+group by group. Every other frame (SIP, unknown flows, other
 link layers, the frame at which the sweep timer falls due) goes through
 `receive_frame` in its place in capture order, so a block has exactly the effect of its
 frames fed one by one (tests/core/test_blocks.py checks this event for event).
@@ -24,65 +25,112 @@ import numpy as np
 from numpy.typing import NDArray
 
 from recorder.core.media_path import MAX_PENDING
-from recorder.core.model import LINKTYPE_ETHERNET, FrameBlock
+from recorder.core.model import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, FrameBlock
 
 if TYPE_CHECKING:
     from recorder.core.pipeline import RecorderCore
 
 _WINDOW_MIN = 256  # frames looked up at once after the call table changed
 WINDOW_MAX = 1 << 16
+_FAST_LINKTYPES = (LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL)
 _SHORT_RUN = 16  # fewer fast frames than this in a row: numpy costs more than it saves
-_HEADER = np.arange(40, dtype=np.int64)  # Ethernet, IPv4 and UDP headers: bytes 0-39
+_HEADER = np.arange(48, dtype=np.int64)  # link, IPv4 and UDP headers: bytes 0-47
+_SLL_NETLINK = 824  # ARPHRD_NETLINK: SLL frames of netlink, never IP
 _Bools = NDArray[np.bool_]
 _Ints = NDArray[np.int64]
+_Bytes = NDArray[np.uint8]
 
 
 class _Classified:
-    """Per frame of a block: can it take the fast path, its keys and its UDP payload."""
+    """Per frame of a block: can it take the fast path, its keys and its UDP payload.
+
+    The tests are those of the path the frame would take one by one, so that both give the
+    same: the core's inline test for Ethernet/IPv4 (`receive_frame`), and `NetDecoder`'s
+    fast path for one 802.1Q tag and for Linux cooked capture (what `any` captures)."""
 
     __slots__ = ("dst", "eligible", "payload_end", "payload_start", "src")
 
-    def __init__(self, block: FrameBlock) -> None:
+    def __init__(self, block: FrameBlock, tunnel_ports: frozenset[int]) -> None:
         buf = np.frombuffer(block.data, dtype=np.uint8)
         starts = block.starts
         lengths = block.ends - starts
         index = starts[:, None] + _HEADER
-        np.minimum(index, len(buf) - 1, out=index)  # short frames: not eligible anyway
+        np.minimum(index, len(buf) - 1, out=index)  # short frames: never eligible
         h = buf[index]
-        udp_end = 34 + ((h[:, 38].astype(np.int64) << 8) | h[:, 39])
-        self.eligible: _Bools = (
-            (lengths >= 42)  # first: every index above is inside the frame
-            & (h[:, 12] == 0x08)
-            & (h[:, 13] == 0x00)
-            & (h[:, 14] == 0x45)
-            & (h[:, 23] == 17)
-            & ((h[:, 20] & 0x3F) == 0)
-            & (h[:, 21] == 0)
-            & (udp_end >= 42)
-            & (udp_end <= lengths)
-        )
-        self.dst: _Ints = _key(h, 30, 36)
-        self.src: _Ints = _key(h, 26, 34)
-        self.payload_start: _Ints = starts + 42
-        self.payload_end: _Ints = starts + udp_end
+        n = len(starts)
+        self.eligible: _Bools = np.zeros(n, dtype=bool)
+        self.dst: _Ints = np.zeros(n, dtype=np.int64)
+        self.src: _Ints = np.zeros(n, dtype=np.int64)
+        self.payload_start: _Ints = np.zeros(n, dtype=np.int64)
+        self.payload_end: _Ints = np.zeros(n, dtype=np.int64)
+        if block.linktype == LINKTYPE_ETHERNET:
+            ipv4 = (h[:, 12] == 0x08) & (h[:, 13] == 0x00)
+            self._add(starts, h, 14, ipv4 & _inline_rules(h, lengths))
+            vlan = (h[:, 12] == 0x81) & (h[:, 13] == 0) & (h[:, 16] == 0x08) & (h[:, 17] == 0)
+            self._add(starts, h, 18, vlan & _decoder_rules(h, lengths, 18, tunnel_ports))
+        elif block.linktype == LINKTYPE_LINUX_SLL:
+            sll = (h[:, 14] == 0x08) & (h[:, 15] == 0) & (_u16(h, 2) != _SLL_NETLINK)
+            self._add(starts, h, 16, sll & _decoder_rules(h, lengths, 16, tunnel_ports))
+
+    def _add(self, starts: _Ints, h: _Bytes, off: int, mask: _Bools) -> None:
+        """Frames of `mask` carry IPv4 (no options) and UDP at `off`."""
+        self.eligible |= mask
+        self.dst[mask] = ((_u32(h, off + 16) << 16) | _u16(h, off + 22))[mask]
+        self.src[mask] = ((_u32(h, off + 12) << 16) | _u16(h, off + 20))[mask]
+        self.payload_start[mask] = starts[mask] + off + 28
+        self.payload_end[mask] = (starts + off + 20 + _u16(h, off + 24))[mask]
 
 
-def _key(h: NDArray[np.uint8], ip_at: int, port_at: int) -> _Ints:
-    """address << 16 | port, as `CallTable.fast` keys them."""
-    ip: _Ints = np.ascontiguousarray(h[:, ip_at : ip_at + 4]).view(">u4")[:, 0].astype(np.int64)
-    port = np.ascontiguousarray(h[:, port_at : port_at + 2]).view(">u2")[:, 0]
-    key: _Ints = (ip << 16) | port
-    return key
+def _u16(h: _Bytes, at: int) -> _Ints:
+    value: _Ints = (h[:, at].astype(np.int64) << 8) | h[:, at + 1]
+    return value
+
+
+def _u32(h: _Bytes, at: int) -> _Ints:
+    value: _Ints = np.ascontiguousarray(h[:, at : at + 4]).view(">u4")[:, 0].astype(np.int64)
+    return value
+
+
+def _inline_rules(h: _Bytes, lengths: _Ints) -> _Bools:
+    """`RecorderCore.receive_frame`'s fast-path test (IPv4 at 14)."""
+    udp_end = 34 + _u16(h, 38)
+    rules: _Bools = (
+        (lengths >= 42)  # first: every index above is inside the frame
+        & (h[:, 14] == 0x45)
+        & (h[:, 23] == 17)
+        & ((h[:, 20] & 0x3F) == 0)
+        & (h[:, 21] == 0)
+        & (udp_end >= 42)
+        & (udp_end <= lengths)
+    )
+    return rules
+
+
+def _decoder_rules(h: _Bytes, lengths: _Ints, off: int, tunnel_ports: frozenset[int]) -> _Bools:
+    """`NetDecoder.decode`'s fast-path test for IPv4 at `off` (tag or cooked header)."""
+    total, ulen = _u16(h, off + 2), _u16(h, off + 24)
+    rules: _Bools = (
+        (lengths >= off + 28)
+        & (h[:, off] == 0x45)
+        & (h[:, off + 9] == 17)
+        & ((_u16(h, off + 6) & 0x3FFF) == 0)
+        & (total >= 28)
+        & (total <= lengths - off)
+        & (ulen >= 8)
+        & (ulen <= total - 20)
+        & ~np.isin(_u16(h, off + 22), list(tunnel_ports))
+    )
+    return rules
 
 
 def receive_block(core: RecorderCore, block: FrameBlock, start: int = 0) -> None:
     """Feed frames `start:` of `block` to `core`, in order. `core.block_position` names
     the frame being fed one by one, so that a shell can go on after it if it raised."""
     n = len(block)
-    if block.linktype != LINKTYPE_ETHERNET or n - start < _SHORT_RUN:
+    if block.linktype not in _FAST_LINKTYPES or n - start < _SHORT_RUN:
         _one_by_one(core, block, start, n)
         return
-    c = _Classified(block)
+    c = _Classified(block, core.tunnel_ports)
     table = core.calls
     times = block.times
     pos, window = start, core.block_window

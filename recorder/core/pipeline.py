@@ -69,6 +69,7 @@ class RecorderCore:
         self.now_ns = 0  # newest capture time seen: timers never run backwards
         self.block_position = 0  # the frame of a block being fed one by one
         self.block_window = WINDOW_MAX  # frames of a block looked up at once (blocks.py)
+        self.tunnel_ports = self._net.tunnel_ports
 
     def receive_block(self, block: FrameBlock, start: int = 0) -> None:
         """Frames `start:` of `block`, with exactly the effect of `receive_frame` on each in

@@ -1,10 +1,12 @@
-"""Live capture as a frame source for the shared loop (`runner.feed`), like a capture file.
+"""Live capture as a block source for the shared loop (`runner.feed_blocks`), like a file.
 
-`LiveCapture.frames()` yields `Frame`s as libpcap hands them over. Between frames, and at
-least every `tick_s` when the interface is quiet, it calls `tick(idle)`: the service runs
-its timers, watchdog, reloads and shutdown check there. `idle` is True when the ring was
-empty, i.e. every packet captured so far has been processed: only then may timers run at
-wall-clock time without overtaking packets still waiting in the ring.
+`LiveCapture.blocks()` yields what libpcap hands over as `FrameBlock`s: the frames the ring
+held at once, up to `BATCH_FRAMES`. Between blocks, and at least every `tick_s` when the
+interface is quiet, it calls `tick(idle)`: the service runs its timers, watchdog, reloads
+and shutdown check there. `idle` is True when the ring was empty, i.e. every packet
+captured so far has been processed: only then may timers run at wall-clock time without
+overtaking packets still waiting in the ring. (`capture_process.py` reads the ring in a
+process of its own and gives the same blocks.)
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import select
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from recorder.config import CaptureSettings
-from recorder.core.model import Frame
+from recorder.core.model import FrameBlock
 from recorder.runtime.libpcap import PcapHandle, PcapStats
 
+BATCH_FRAMES = 4096  # frames per block at most
 _CHECK_EVERY = 64  # frames between two looks at the clock under load
 
 
@@ -30,6 +34,31 @@ class CaptureState:
     last_ts_ns: int = 0  # capture time of the newest frame
     lag_ns: int = 0  # wall time minus that capture time, soon after it was processed
     kernel: PcapStats = field(default_factory=lambda: PcapStats(0, 0, 0))
+
+
+class Capture(Protocol):
+    """What the service needs of a live capture (`LiveCapture`, `ProcessCapture`)."""
+
+    warning: str
+    state: CaptureState
+
+    @property
+    def linktype(self) -> int: ...
+
+    def stop(self) -> None: ...
+
+    def blocks(self, tick: Callable[[bool], None], tick_s: float = 0.1) -> Iterator[FrameBlock]: ...
+
+    def close(self) -> None: ...
+
+
+def open_capture(settings: CaptureSettings) -> Capture:
+    """The ring read by a process of its own (`capture.reader_process`), or in this one."""
+    if settings.reader_process:
+        from recorder.runtime.capture_process import ProcessCapture  # imports this module
+
+        return ProcessCapture(settings)
+    return LiveCapture(settings)
 
 
 class LiveCapture:
@@ -55,11 +84,11 @@ class LiveCapture:
         return self._pcap.linktype
 
     def stop(self) -> None:
-        """Make `frames()` return at its next tick (safe from a signal handler)."""
+        """Make `blocks()` return at its next tick (safe from a signal handler)."""
         self.stopped = True
 
-    def frames(self, tick: Callable[[bool], None], tick_s: float = 0.1) -> Iterator[Frame]:
-        """Frames until `stop()`; then what the ring still holds, for one block timeout
+    def blocks(self, tick: Callable[[bool], None], tick_s: float = 0.1) -> Iterator[FrameBlock]:
+        """Blocks until `stop()`; then what the ring still holds, for one block timeout
         (packets captured before the stop are still recorded)."""
         poller = select.poll()
         poller.register(self._pcap.fd, select.POLLIN)
@@ -69,34 +98,38 @@ class LiveCapture:
         state = self.state
         clock = time.monotonic
         next_tick = clock() + tick_s
-        count = 0
         drain_until = 0.0
+        batch: list[tuple[int, bytes]] = []
         while True:
             if self.stopped and not drain_until:
                 drain_until = clock() + self.settings.timeout_ms / 1000
             got = next_packet()
-            if got is None:
-                self._update()
-                if drain_until:
-                    if clock() >= drain_until:
-                        return
-                else:
-                    tick(True)
-                    next_tick = clock() + tick_s
-                poller.poll(timeout_ms)  # EINTR by a signal: PEP 475 retries, tick soon
-                continue
-            count += 1
-            state.frames = count
-            state.last_ts_ns = got[0]
-            yield Frame(got[0], linktype, got[1])
-            if not count % _CHECK_EVERY and clock() >= next_tick:
-                self._update()
-                if drain_until:
-                    if clock() >= drain_until:
-                        return
-                else:
-                    tick(False)
+            if got is not None:
+                batch.append(got)
+                if len(batch) < BATCH_FRAMES and (len(batch) % _CHECK_EVERY or clock() < next_tick):
+                    continue
+            if batch:  # the ring is empty, the batch is full, or it is time to tick
+                state.frames += len(batch)
+                state.last_ts_ns = batch[-1][0]
+                yield FrameBlock.of(linktype, batch)
+                batch = []
+                if got is not None:  # more waiting: a busy tick, between two blocks
+                    if clock() >= next_tick:
+                        self._update()
+                        if drain_until and clock() >= drain_until:
+                            return
+                        if not drain_until:
+                            tick(False)
+                        next_tick = clock() + tick_s
+                    continue
+            self._update()
+            if drain_until:
+                if clock() >= drain_until:
+                    return
+            else:
+                tick(True)
                 next_tick = clock() + tick_s
+            poller.poll(timeout_ms)  # EINTR by a signal: PEP 475 retries, tick soon
 
     def _update(self) -> None:
         state = self.state

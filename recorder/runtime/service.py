@@ -40,9 +40,9 @@ from recorder.runtime.eventlog import EventLog
 from recorder.runtime.housekeeping import RetentionWorker, signals_blocked
 from recorder.runtime.keyfile import KeyRing
 from recorder.runtime.libpcap import CaptureError
-from recorder.runtime.live import LiveCapture
+from recorder.runtime.live import Capture, open_capture
 from recorder.runtime.metrics import MetricsServer, Sources, count_audit, make_registry
-from recorder.runtime.runner import LoopStats, drain, feed
+from recorder.runtime.runner import LoopStats, drain, feed_blocks
 from recorder.runtime.sdnotify import Notifier
 from recorder.runtime.servicecfg import load_service_config, plan_reload
 from recorder.runtime.session import ArchiveSession
@@ -65,7 +65,7 @@ class Service:
         *,
         config_path: Path | None = None,
         overrides: dict[str, Any] | None = None,
-        capture_factory: Callable[[CaptureSettings], LiveCapture] = LiveCapture,
+        capture_factory: Callable[[CaptureSettings], Capture] = open_capture,
         notifier: Notifier | None = None,
     ) -> None:
         self.config = config
@@ -80,7 +80,7 @@ class Service:
         self.metrics: MetricsServer | None = None
         self._stop_reason = ""
         self._reload = False
-        self._capture: LiveCapture | None = None
+        self._capture: Capture | None = None
         self.control: ControlServer | None = None
         self.retention: RetentionWorker | None = None
 
@@ -158,9 +158,9 @@ class Service:
             self.notifier.notify("READY=1", f"STATUS=capturing on {cfg.capture.interface}")
             failure: CaptureError | None = None
             try:
-                # EventLog has the one method feed() uses from ArchiveWriter: handle().
-                feed(
-                    capture.frames(self._tick, TICK_S),
+                # EventLog has the one method feed_blocks() uses from ArchiveWriter: handle().
+                feed_blocks(
+                    capture.blocks(self._tick, TICK_S),
                     core,
                     cast(ArchiveWriter, self._events),
                     loop,
@@ -199,7 +199,7 @@ class Service:
         self,
         session: ArchiveSession,
         core: RecorderCore,
-        capture: LiveCapture,
+        capture: Capture,
         failure: CaptureError | None,
     ) -> int:
         self.notifier.notify("STOPPING=1", "STATUS=closing open calls")

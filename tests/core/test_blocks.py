@@ -100,9 +100,10 @@ def noise(kind: str, t: int, n: int) -> Frame:
     ),
     backwards=st.lists(st.integers(0, 10_000), max_size=5),
     cuts=st.lists(st.integers(0, 3000), max_size=8),
+    link=st.sampled_from(["ethernet", "vlan", "sll", "mixed"]),
 )
 def test_blocks_equal_frames_one_by_one(
-    calls: list, noises: list, backwards: list[int], cuts: list[int]
+    calls: list, noises: list, backwards: list[int], cuts: list[int], link: str
 ) -> None:
     frames: list[Frame] = []
     for n, (ops, codec, ptime, second) in enumerate(calls):
@@ -116,7 +117,18 @@ def test_blocks_equal_frames_one_by_one(
         if frames:
             k = b % len(frames)
             frames[k] = frames[k]._replace(ts_ns=frames[k].ts_ns - 3_000 * MS)
+    frames = [relink(f, link, k) for k, f in enumerate(frames)]
     assert in_blocks(frames, cuts) == one_by_one(frames)
+
+
+def relink(frame: Frame, link: str, k: int) -> Frame:
+    """An Ethernet frame behind one 802.1Q tag, or as Linux cooked capture (SLL)."""
+    if frame.linktype != 1 or link == "ethernet" or (link == "mixed" and k % 3):
+        return frame
+    data = frame.data
+    if link == "sll":
+        return Frame(frame.ts_ns, 113, b"\0\0\0\1\0\6" + data[6:12] + b"\0\0" + data[12:])
+    return Frame(frame.ts_ns, 1, data[:12] + b"\x81\x00\x00\x07" + data[12:])
 
 
 def test_many_calls_in_one_block() -> None:
@@ -131,6 +143,29 @@ def test_many_calls_in_one_block() -> None:
     events, stats = in_blocks(frames, [])
     assert (events, stats) == one_by_one(frames)
     assert sum(1 for e in events if type(e).__name__ == "RecordingEnded") == 12
+
+
+@pytest.mark.parametrize("link", ["vlan", "sll"])
+def test_tagged_and_cooked_frames_take_the_block_fast_path(
+    link: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """802.1Q and SLL media go through the block path (not one by one) and give the same."""
+    import recorder.core.blocks as blocks
+
+    frames = sorted(build([("ok", 0)] * 300, 0, 20, True), key=lambda f: f.ts_ns)
+    frames = [relink(f, link, k) for k, f in enumerate(frames)]
+    queued: list[int] = []
+    real_queue = blocks._queue
+
+    def spy(
+        core: RecorderCore, block: FrameBlock, c: object, codes: object, a: int, b: int
+    ) -> None:
+        queued.append(b - a)
+        real_queue(core, block, c, codes, a, b)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(blocks, "_queue", spy)
+    assert in_blocks(frames, []) == one_by_one(frames)
+    assert sum(queued) >= 550  # nearly all of the 600 media frames
 
 
 def test_flood_flushes_at_the_same_frame(monkeypatch: pytest.MonkeyPatch) -> None:

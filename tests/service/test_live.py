@@ -17,11 +17,16 @@ from tests.service.recordings import export_pcm, find, recordings, ulaw, verify
 pytestmark = pytest.mark.slow
 
 
-def test_sigterm_records_finished_and_open_calls_complete(tmp_path: Path) -> None:
+@pytest.mark.parametrize("reader_process", [True, False], ids=["reader-process", "one-process"])
+def test_sigterm_records_finished_and_open_calls_complete(
+    tmp_path: Path, reader_process: bool
+) -> None:
     require_capture()
     first = LoopbackCall("live-1@test")
     second = LoopbackCall("live-2@test")
-    recorder = Recorder(tmp_path, bpf=port_filter(first.ports + second.ports))
+    config = tmp_path / "recorder.yaml"
+    config.write_text(f"capture:\n  reader_process: {str(reader_process).lower()}\n")
+    recorder = Recorder(tmp_path, bpf=port_filter(first.ports + second.ports), config=config)
     try:
         recorder.start()
         first.setup()

@@ -65,6 +65,11 @@ class NetDecoder:
         self._tunnel_ports = self._vxlan_ports | self._gtpu_ports
 
     @property
+    def tunnel_ports(self) -> frozenset[int]:
+        """UDP ports decoded as tunnels (VXLAN, GTP-U), never as media."""
+        return frozenset(self._tunnel_ports)
+
+    @property
     def pending_fragment_datagrams(self) -> int:
         """Datagrams waiting for more fragments (a gauge)."""
         return self._reassembler.pending_datagrams

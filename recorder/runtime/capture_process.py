@@ -1,0 +1,229 @@
+"""Live capture read by a process of its own, so that one core reads the ring while the other
+records (`capture.reader_process`).
+
+The child opens the libpcap handle, reads frames with `pcap_next_ex` and sends them to the
+recording process in batches over a pipe: a batch goes when it holds `BATCH_FRAMES`
+frames, when the ring is empty (then marked idle: everything captured so far has been
+sent), or at least every `FLUSH_S`. The recording process turns each batch into one
+`FrameBlock` for the core, in capture order, so recording is exactly what the in-process
+capture gives; only the reading moved.
+
+Why not a flow hash over several recording processes (PACKET_FANOUT): a call's SIP and its
+RTP are different flows, and its two RTP directions (NAT'd ones especially) hash apart, so
+no hash of the packet alone puts a whole call in one process; every recording process
+would have to read every packet to follow the signalling.
+
+Messages (a tag byte, then): READY linktype and warning; FRAMES idle flag, kernel counters,
+then per frame its length and time, then the frames back to back; ERROR a message; END.
+The recording process says STOP; the child then sends what the ring holds for one block
+timeout and ends. If the recording process dies, the child sees its pipe close and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import select
+import signal
+import struct
+import time
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+
+import numpy as np
+
+from recorder.config import CaptureSettings
+from recorder.core.model import FrameBlock
+from recorder.runtime.libpcap import CaptureError, PcapHandle, PcapStats
+from recorder.runtime.live import CaptureState
+
+BATCH_FRAMES = 4096  # frames per message at most (about 1 MiB of G.711 RTP)
+FLUSH_S = 0.02  # a batch waits at most this long under a trickle of packets
+_READY, _FRAMES, _ERROR, _END, _STOP = b"R", b"F", b"E", b"N", b"S"
+_HEAD = struct.Struct("<BQQQI")  # idle, received, dropped, if_dropped, frames
+_START_TIMEOUT_S = 60.0
+
+
+class ProcessCapture:
+    """`LiveCapture`'s interface, read by a child process. Raises CaptureError here if the
+    child cannot open the capture."""
+
+    def __init__(self, settings: CaptureSettings) -> None:
+        self.settings = settings
+        context = multiprocessing.get_context("spawn")  # no threads or locks carried over
+        self._conn, child_end = context.Pipe(duplex=True)
+        self._process = context.Process(
+            target=_child, args=(settings, child_end), name="recorder-capture", daemon=True
+        )
+        self._process.start()
+        child_end.close()
+        self.stopped = False
+        self._stop_sent = False
+        try:
+            message = self._receive(_START_TIMEOUT_S)
+        except BaseException:
+            self.close()
+            raise
+        if message[:1] != _READY:
+            self.close()
+            raise CaptureError(f"capture process: unexpected first message {message[:1]!r}")
+        linktype, warning = message[1:5], message[5:]
+        self._linktype = int.from_bytes(linktype, "little")
+        self.warning = warning.decode("utf-8", "replace")
+        self.state = CaptureState(linktype=self._linktype)
+
+    @property
+    def linktype(self) -> int:
+        return self._linktype
+
+    def stop(self) -> None:
+        """Make `blocks()` return once the child has sent what it holds (signal-safe: the
+        STOP message itself is sent by the loop)."""
+        self.stopped = True
+
+    def _receive(self, timeout: float | None) -> bytes:
+        """The next message; ERROR raises CaptureError; b"" when nothing came in time."""
+        if not self._conn.poll(timeout):
+            return b""
+        try:
+            message = self._conn.recv_bytes()
+        except (EOFError, OSError):
+            raise CaptureError("the capture process ended unexpectedly") from None
+        if message[:1] == _ERROR:
+            raise CaptureError(message[1:].decode("utf-8", "replace"))
+        return message
+
+    def blocks(self, tick: Callable[[bool], None], tick_s: float = 0.1) -> Iterator[FrameBlock]:
+        state = self.state
+        clock = time.monotonic
+        next_tick = clock() + tick_s
+        while True:
+            if self.stopped and not self._stop_sent:
+                self._stop_sent = True
+                self._conn.send_bytes(_STOP)
+            message = self._receive(tick_s)
+            if not message:  # quiet: every batch the child sent has been recorded
+                tick(True)
+                next_tick = clock() + tick_s
+                continue
+            if message[:1] == _END:
+                return
+            block, idle = self._block(message)
+            if len(block):
+                state.frames += len(block)
+                state.last_ts_ns = int(block.times[-1])
+                state.lag_ns = max(0, time.time_ns() - state.last_ts_ns)
+                yield block
+            if idle and not self._conn.poll(0):
+                tick(True)
+                next_tick = clock() + tick_s
+            elif clock() >= next_tick:
+                tick(False)
+                next_tick = clock() + tick_s
+
+    def _block(self, message: bytes) -> tuple[FrameBlock, bool]:
+        idle, received, dropped, if_dropped, count = _HEAD.unpack_from(message, 1)
+        self.state.kernel = PcapStats(received, dropped, if_dropped)
+        at = 1 + _HEAD.size
+        lengths = np.frombuffer(message, dtype="<u4", count=count, offset=at).astype(np.int64)
+        at += 4 * count
+        times = np.frombuffer(message, dtype="<i8", count=count, offset=at).astype(np.int64)
+        at += 8 * count
+        ends = at + np.cumsum(lengths)
+        return FrameBlock(self._linktype, message, ends - lengths, ends, times), bool(idle)
+
+    def close(self) -> None:
+        if self._process.is_alive() and not self._stop_sent:
+            try:
+                self._stop_sent = True
+                self._conn.send_bytes(_STOP)
+            except OSError:
+                pass
+        self._process.join(timeout=self.settings.timeout_ms / 1000 + 5)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._conn.close()
+
+
+def _child(settings: CaptureSettings, conn: Connection) -> None:
+    """The capture process: read the ring, send batches, until STOP or a closed pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the recording process decides when to stop
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        handle = PcapHandle(
+            settings.interface,
+            snaplen=settings.snaplen,
+            promiscuous=settings.promiscuous,
+            timeout_ms=settings.timeout_ms,
+            buffer_bytes=settings.buffer_bytes,
+            bpf=settings.filter,
+        )
+    except CaptureError as exc:
+        conn.send_bytes(_ERROR + str(exc).encode())
+        return
+    try:
+        conn.send_bytes(_READY + handle.linktype.to_bytes(4, "little") + handle.warning.encode())
+        _read(handle, conn, settings.timeout_ms)
+    except CaptureError as exc:
+        with contextlib.suppress(OSError):  # the recording process may be gone already
+            conn.send_bytes(_ERROR + str(exc).encode())
+    except (BrokenPipeError, EOFError, ConnectionResetError):
+        pass  # the recording process is gone: nothing to send to
+    finally:
+        handle.close()
+
+
+def _read(handle: PcapHandle, conn: Connection, timeout_ms: int) -> None:
+    poller = select.poll()
+    poller.register(handle.fd, select.POLLIN)
+    poller.register(conn.fileno(), select.POLLIN)
+    next_packet = handle.next
+    clock = time.monotonic
+    lengths: list[int] = []
+    times: list[int] = []
+    datas: list[bytes] = []
+    drain_until = 0.0
+    flush_at = clock() + FLUSH_S
+    idle_sent = False
+
+    def send(idle: bool) -> None:
+        nonlocal idle_sent
+        idle_sent = idle
+        stats = handle.stats()
+        conn.send_bytes(
+            b"".join(
+                (
+                    _FRAMES,
+                    _HEAD.pack(idle, stats.received, stats.dropped, stats.if_dropped, len(datas)),
+                    np.array(lengths, dtype="<u4").tobytes(),
+                    np.array(times, dtype="<i8").tobytes(),
+                    *datas,
+                )
+            )
+        )
+        lengths.clear()
+        times.clear()
+        datas.clear()
+
+    while True:
+        got = next_packet()
+        if got is not None:
+            times.append(got[0])
+            lengths.append(len(got[1]))
+            datas.append(got[1])
+            if len(datas) >= BATCH_FRAMES or (not len(datas) % 256 and clock() >= flush_at):
+                send(False)
+                flush_at = clock() + FLUSH_S
+            continue
+        if datas or not idle_sent:
+            send(True)  # the ring is empty: all captured so far goes now (idle)
+        flush_at = clock() + FLUSH_S
+        if drain_until and clock() >= drain_until:
+            conn.send_bytes(_END)
+            return
+        for fd, _ in poller.poll(timeout_ms if not drain_until else 10):
+            # recv_bytes raises EOFError when the pipe closed (the recording process died)
+            if fd == conn.fileno() and not drain_until and conn.recv_bytes() == _STOP:
+                drain_until = clock() + timeout_ms / 1000

@@ -1,0 +1,83 @@
+"""The ring read by a process of its own: frames arrive whole and in order, quiet times
+tick as idle, a stop drains what was captured, errors are one line, and the child never
+outlives the recording process."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from recorder.config import CaptureSettings
+from recorder.core.model import FrameBlock
+from recorder.runtime.capture_process import ProcessCapture
+from recorder.runtime.libpcap import CaptureError
+from tests.service.harness import free_udp_ports, require_capture
+
+pytestmark = pytest.mark.slow
+
+
+def settings(port: int) -> CaptureSettings:
+    return CaptureSettings(
+        interface="lo", filter=f"udp dst port {port}", timeout_ms=20, buffer_bytes=1 << 22
+    )
+
+
+def test_frames_arrive_whole_in_order_and_a_stop_drains(tmp_path: Path) -> None:
+    require_capture()
+    (port,) = free_udp_ports(1)
+    capture = ProcessCapture(settings(port))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sent = [i.to_bytes(4, "big") + bytes([i % 251]) * (i % 300) for i in range(5000)]
+    ticks: list[bool] = []
+    blocks: list[FrameBlock] = []
+    try:
+        assert capture.linktype == 1  # lo is Ethernet
+        state = {"sent": False}
+
+        def tick(idle: bool) -> None:
+            ticks.append(idle)
+            if idle and not state["sent"]:
+                state["sent"] = True
+                for payload in sent:
+                    sender.sendto(payload, ("127.0.0.1", port))
+            elif idle and state["sent"] and sum(len(b) for b in blocks) >= len(sent):
+                capture.stop()
+
+        started = time.monotonic()
+        for block in capture.blocks(tick, 0.05):
+            blocks.append(block)
+            assert time.monotonic() - started < 30
+    finally:
+        sender.close()
+        capture.close()
+    frames = [f for b in blocks for f in b.frames()]
+    assert [f.data[42:] for f in frames] == sent  # UDP payload after Ethernet/IPv4/UDP
+    times = [f.ts_ns for f in frames]
+    assert times == sorted(times) and abs(times[0] - time.time_ns()) < 60 * 10**9
+    assert len(blocks) < len(sent) / 10  # batched, not a message per frame
+    assert True in ticks
+    assert capture.state.frames == len(sent)
+    assert capture.state.kernel.dropped == 0
+    assert not capture._process.is_alive()
+
+
+def test_an_interface_that_does_not_exist_is_one_line() -> None:
+    require_capture()
+    with pytest.raises(CaptureError) as info:
+        ProcessCapture(CaptureSettings(interface="nosuch0", filter="udp"))
+    message = str(info.value)
+    assert "nosuch0" in message and "\n" not in message
+
+
+def test_the_child_ends_when_the_recording_process_is_gone() -> None:
+    require_capture()
+    (port,) = free_udp_ports(1)
+    capture = ProcessCapture(settings(port))
+    child = capture._process
+    assert child.is_alive()
+    capture._conn.close()  # what the recording process's death does to the pipe
+    child.join(timeout=5)
+    assert not child.is_alive()

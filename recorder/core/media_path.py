@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from recorder.core.calls import Call
 from recorder.core.events import Event, RecordingAudio, RecordingStarted
 from recorder.core.limits import CoreLimits
-from recorder.core.media.codecs import DECODABLE, SILENT_ENCODINGS, CodecInfo
+from recorder.core.media.codecs import DECODABLE, SILENT_ENCODINGS, STATEFUL, CodecInfo
 from recorder.core.media.timeline import NS_PER_S, CallTimeline, resample
 from recorder.core.policy import DtmfListener
 from recorder.core.rtp.packet import is_rtcp, parse_rtp
@@ -177,6 +177,16 @@ class MediaPath:
         timeline = call.timeline or self._start(call, encoding)
         ssrc = int.from_bytes(block[0, 8:12].tobytes(), "big")
         side = timeline.sides[sender]
+        if codec is not None and codec.name in STATEFUL and ssrc == side.ssrc:
+            copies = side.seen(keys)  # of packets placed before: as on the per-packet path,
+            if copies.any():  # a stateful decoder must not see them again
+                removed += int(copies.sum())
+                fresh = ~copies
+                times, block, ts32, keys = times[fresh], block[fresh], ts32[fresh], keys[fresh]
+                if not len(block):
+                    side.stats.packets += packets
+                    side.stats.duplicates += removed
+                    return
         anchored = 0
         if ssrc != side.ssrc and len(block) > 1:  # a new stream: its first packet anchors it,
             anchored = 1  # by the per-packet rules; the rest can then go at once

@@ -17,6 +17,7 @@ from recorder.core.pipeline import RecorderCore
 from tests.builders import CallBuilder, rtp
 from tests.core.test_timeline_rules import CALLER_START, MS, T0
 
+_ENCODINGS = {0: "PCMU/8000", 8: "PCMA/8000", 9: "G722/8000"}  # G.722: stateful, 16 kHz
 _ETH_IP_UDP = struct.Struct("!6s6sHBBHHHBBH4s4sHHHH")
 
 
@@ -63,12 +64,17 @@ def record(frames: list[Frame]) -> list[tuple[int, int, int, bytes]]:
     return [tuple(v) for _, v in sorted(out.items())]  # type: ignore[misc]
 
 
-def reference(frames: list[Frame], monkeypatch: pytest.MonkeyPatch) -> list:
+def reference(
+    frames: list[Frame], monkeypatch: pytest.MonkeyPatch, per_packet: bool = True
+) -> list:
+    """The per-packet path (`per_packet`), or the per-call path (each call's runs placed
+    at once, no placement across calls)."""
     with monkeypatch.context() as m:
         m.setattr(
             call_table, "place_calls", lambda path, calls: [path.process(c) for c in list(calls)]
         )
-        m.setattr(media_path, "_runs", lambda datas: [(0, len(datas), None)] if datas else [])
+        if per_packet:
+            m.setattr(media_path, "_runs", lambda datas: [(0, len(datas), None)] if datas else [])
         return record(frames)
 
 
@@ -107,7 +113,7 @@ def build(
         call_id=f"call-{n}@test",
         caller_ip=f"10.1.{n}.1",
         callee_ip=f"10.2.{n}.2",
-        pts={codec: "PCMU/8000" if codec == 0 else "PCMA/8000", 101: "telephone-event/8000"},
+        pts={codec: _ENCODINGS[codec], 101: "telephone-event/8000"},
     )
     call.invite(T0)
     call.answer(T0 + 500 * MS)
@@ -167,7 +173,7 @@ def build(
 )
 @given(
     ops=packet_ops,
-    codec=st.sampled_from([0, 8]),
+    codec=st.sampled_from([0, 8, 9]),
     ptime=st.sampled_from([10, 20, 30]),
     second_side=st.booleans(),
 )
@@ -179,15 +185,19 @@ def test_batched_paths_equal_the_per_packet_path(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     frames = build(ops, codec, ptime, second_side)
-    assert record(frames) == reference(frames, monkeypatch)
+    batched = record(frames)
+    assert batched == reference(frames, monkeypatch, per_packet=False)
+    assert batched == reference(frames, monkeypatch)
 
 
 def test_many_calls_batched_equal_reference(monkeypatch: pytest.MonkeyPatch) -> None:
     frames: list[Frame] = []
     for n in range(20):
         ops = [("ok", 0)] * (60 + n) + [("drop", 0), ("dup", 0), ("swap", 0)] + [("ok", 0)] * 30
-        frames += build(ops, [0, 8][n % 2], [10, 20, 30][n % 3], True, n)
+        frames += build(ops, [0, 8, 9][n % 3], [10, 20, 30][(n // 3) % 3], True, n)
     frames.sort(key=lambda f: f.ts_ns)
     recordings = record(frames)
     assert len(recordings) == 20
+    assert sorted({rate for _, rate, _, _ in recordings}) == [8000, 16000]
+    assert recordings == reference(frames, monkeypatch, per_packet=False)
     assert recordings == reference(frames, monkeypatch)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from recorder.core.calls import Call
-from recorder.core.media.codecs import decode_g711_block
+from recorder.core.media.codecs import CodecInfo, decode_g711_block
 from recorder.core.media.timeline import NS_PER_S
 
 if TYPE_CHECKING:
@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 CHUNK_PACKETS = 8192  # packets placed per numpy pass (about 10 MiB of index temporaries)
 _TABLE_OF = {"PCMU": 0, "PCMA": 1}
+# Stateful codecs placed here too, decoded stream by stream (each packet once, in arrival
+# order, as on the per-call path): samples per payload byte.
+_STATEFUL = {"G722": 2}
 
 
 @dataclass(slots=True)
@@ -105,9 +108,10 @@ def _place(path: MediaPath, streams: list[_Stream], length: int) -> None:
         | (np.minimum.reduceat(ssrc, starts) != np.maximum.reduceat(ssrc, starts))
     ).tolist()
     ts32 = block[:, 4:8].copy().view(">u4").ravel().astype(np.int64)
-    params = np.zeros((9, len(streams)), dtype=np.int64)  # per stream, filled below
+    params = np.zeros((10, len(streams)), dtype=np.int64)  # per stream, filled below
     params[5] = 1  # clock, never zero
     chosen: list[int] = []
+    stateful: dict[int, CodecInfo] = {}  # stream -> its stateful codec
     starts_l, kinds_l = starts.tolist(), kind[starts].tolist()
     ssrc_l = ssrc[starts].tolist()
     for g, stream in enumerate(streams):
@@ -125,7 +129,11 @@ def _place(path: MediaPath, streams: list[_Stream], length: int) -> None:
         encoding, clock, codec = found
         timeline = stream.call.timeline
         assert timeline is not None
-        if codec is None or encoding not in _TABLE_OF or codec.sample_rate != timeline.sample_rate:
+        if (
+            codec is None
+            or (encoding not in _TABLE_OF and encoding not in _STATEFUL)
+            or codec.sample_rate != timeline.sample_rate
+        ):
             path.run(stream.call, stream.sender, times[a:b], block[a:b], count=False)
             continue
         side = timeline.sides[stream.sender]
@@ -140,14 +148,17 @@ def _place(path: MediaPath, streams: list[_Stream], length: int) -> None:
             timeline.origin_ns,
             clock,
             timeline.sample_rate,
-            _TABLE_OF[encoding],
+            _TABLE_OF.get(encoding, 0),
             timeline.max_drift,
+            (length - 12) * _STATEFUL.get(encoding, 1),  # samples a packet
         )
+        if encoding in _STATEFUL:
+            stateful[g] = codec
         chosen.append(g)
     if not chosen:
         return
-    anchor, first_ext, _last_ts, last_ext, origin, clock, rate, table, drift = (
-        params[k][gid] for k in range(9)
+    anchor, first_ext, _last_ts, last_ext, origin, clock, rate, table, drift, width = (
+        params[k][gid] for k in range(10)
     )
     prev = np.empty_like(ts32)
     prev[1:] = ts32[:-1]
@@ -166,10 +177,9 @@ def _place(path: MediaPath, streams: list[_Stream], length: int) -> None:
     duplicates = np.bincount(gid[order][1:][same], minlength=len(streams)).tolist()
     copy = np.zeros(total, dtype=bool)  # later copies of a packet: the first copy wins
     copy[order[1:][same]] = True
-    samples = decode_g711_block(block[:, 12:], table)
-    width = length - 12
+    samples = decode_g711_block(block[:, 12:], table)  # (rows of stateful codecs: unused)
     step = np.ones(total, dtype=bool)
-    step[1:] = positions[1:] - positions[:-1] == width
+    step[1:] = positions[1:] - positions[:-1] == width[1:]
     step[starts] = True
     contiguous = np.minimum.reduceat(step, starts).tolist()
     stray_l = stray.tolist()
@@ -180,10 +190,13 @@ def _place(path: MediaPath, streams: list[_Stream], length: int) -> None:
         a, b = starts_l[g], starts_l[g] + counts[g]
         call, timeline = stream.call, stream.call.timeline
         assert timeline is not None
-        if stray_l[g]:  # the RTP clock jumped: the per-call path re-anchors packet by packet
+        codec = stateful.get(g)
+        side = timeline.sides[stream.sender]
+        if stray_l[g] or (codec is not None and (duplicates[g] or side.seen(keys[a:b]).any())):
+            # The RTP clock jumped: the per-call path re-anchors packet by packet; or a
+            # stateful decoder would see a copy: the per-call path drops copies first.
             path.run(call, stream.sender, times[a:b], block[a:b], count=False)
             continue
-        side = timeline.sides[stream.sender]
         side.last_ts, side.last_ext = int(ts32[b - 1]), int(ext[b - 1])
         side.max_ext = max(side.max_ext, max_ext[g])
         side.strays = 0
@@ -191,9 +204,13 @@ def _place(path: MediaPath, streams: list[_Stream], length: int) -> None:
         side.stats.packets += b - a
         side.stats.duplicates += duplicates[g]
         call.last_rtp_ns = max(call.last_rtp_ns, latest[g])
+        if codec is None:
+            pcm = samples[a:b]
+        else:  # each packet once, in arrival order (no copies: checked above)
+            pcm = side.decoder(codec)(block[a:b, 12:].tobytes()).reshape(b - a, -1)
         offset = int(positions[a]) - timeline.cursor
         if contiguous[g] and offset >= 0 and not duplicates[g]:
-            timeline.write_contiguous(side, offset, samples[a:b].ravel())
+            timeline.write_contiguous(side, offset, pcm.ravel())
         else:
             keep = ~copy[a:b]
-            timeline.write(side, positions[a:b][keep], samples[a:b][keep])
+            timeline.write(side, positions[a:b][keep], pcm[keep])

@@ -115,3 +115,5 @@ DECODABLE: dict[str, CodecInfo] = {
 
 # Payloads that carry no audio to place on the timeline: their time stays silent.
 SILENT_ENCODINGS = frozenset({"TELEPHONE-EVENT", "CN"})
+# Decoders with state between packets: each packet must reach them once (no copies).
+STATEFUL = frozenset({"G722"})

@@ -91,6 +91,11 @@ class SideTimeline:
         self._seen_at = (self._seen_at + 1) % _DUP_WINDOW
         return False
 
+    def seen(self, keys: NDArray[np.int64]) -> NDArray[np.bool_]:
+        """Which of these packets (seq << 32 | ts) were placed before: copies."""
+        found: NDArray[np.bool_] = np.isin(keys, self._seen)
+        return found
+
     def remember(self, keys: NDArray[np.int64]) -> None:
         """Note packets placed by a batched path, so later copies count as duplicates."""
         keys = keys[-_DUP_WINDOW:]

@@ -1,0 +1,118 @@
+"""Benchmark (not a test): live capture at rates sipp cannot generate. The load capture of
+bench/loadgen.py (N concurrent G.711 calls, 100 packets/s each) is sent onto loopback by
+`tcpreplay` at the capture's own pace, while `recorder run` records it from lo; for each
+level, with the ring read in a process of its own (capture.reader_process: true, both
+cores) and in one process, we read the kernel's drop counter, the frames and RTP packets
+the recorder took, the calls recorded and the recorder's CPU seconds (all its processes).
+tcpreplay shares the two cores (about one core at 150k packets/s), so the figures are a
+floor for a dedicated appliance; when tcpreplay itself cannot keep the pace, the rate it
+reached is what was offered.
+
+    sudo python bench/live_replay.py [--levels 500,1000,1500,2000,2500] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from loadgen import generate
+
+from tests.service.harness import Recorder
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and of its live children."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat.parent.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / _TICKS
+    return total
+
+
+def run_level(folder: Path, calls: int, seconds: float, reader_process: bool) -> dict:
+    capture = folder / "load.pcap"
+    packets = generate(capture, calls, seconds)
+    config = folder / "recorder.yaml"
+    config.write_text(
+        f"capture:\n  reader_process: {str(reader_process).lower()}\n  buffer_bytes: 268435456\n"
+    )
+    recorder = Recorder(folder, config=config, bpf="udp and net 10.0.0.0/8")
+    recorder.start()
+    try:
+        assert recorder.proc is not None
+        cpu0 = cpu_seconds(recorder.proc.pid)
+        started = time.monotonic()
+        sent = subprocess.run(
+            ["tcpreplay", "-i", "lo", "--preload-pcap", "-q", str(capture)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        wall = time.monotonic() - started
+        time.sleep(3)  # the last packets through the ring and the core
+        cpu = cpu_seconds(recorder.proc.pid) - cpu0
+        m = recorder.scrape()
+        recorder.stop(timeout=300)
+    finally:
+        recorder.close()
+    rated = re.search(r"([\d.]+) pps", sent.stdout)
+    return {
+        "packets": packets,
+        "offered_pps": float(rated.group(1)) if rated else packets / wall,
+        "frames": m["recorder_capture_packets_total"],
+        "kernel_dropped": m["recorder_capture_kernel_dropped_packets_total"],
+        "rtp": m["recorder_rtp_packets_total"],
+        "recorded": m["recorder_recordings_written_total"],
+        "cpu_s": cpu,
+        "wall_s": wall,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--levels", default="500,1000,1500,2000,2500")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each call")
+    args = parser.parse_args()
+    if shutil.which("tcpreplay") is None:
+        raise SystemExit("tcpreplay is not installed (Debian: apt install tcpreplay)")
+    print(f"{os.cpu_count()} CPUs; calls of {args.seconds} s, PCMU both ways (100 packets/s)")
+    for reader_process in (True, False):
+        mode = "reader process" if reader_process else "one process"
+        for level in (int(x) for x in args.levels.split(",")):
+            with tempfile.TemporaryDirectory() as tmp:
+                r = run_level(Path(tmp), level, args.seconds, reader_process)
+            rtp_sent = r["packets"] - 4 * level  # less INVITE, 200, ACK and BYE
+            clean = r["kernel_dropped"] == 0 and r["rtp"] == rtp_sent and r["recorded"] == level
+            print(
+                f"{mode:>14}, {level:5d} calls: offered {r['offered_pps']:9,.0f} pkt/s "
+                f"({r['offered_pps'] / 100:5,.0f} calls in real time); "
+                f"kernel drops {int(r['kernel_dropped']):8,d}; "
+                f"rtp {int(r['rtp']):,}/{rtp_sent:,}; recorded {int(r['recorded'])}/{level}; "
+                f"recorder cpu {r['cpu_s']:.1f} s in {r['wall_s']:.1f} s "
+                f"({r['cpu_s'] / r['wall_s']:.2f} cores) -> {'clean' if clean else 'NOT clean'}",
+                flush=True,
+            )
+            if not clean:
+                break
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

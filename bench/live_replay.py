@@ -8,7 +8,13 @@ tcpreplay shares the two cores (about one core at 150k packets/s), so the figure
 floor for a dedicated appliance; when tcpreplay itself cannot keep the pace, the rate it
 reached is what was offered.
 
+`--drain` measures the live path without tcpreplay competing for the cores: the recorder's
+processes are stopped (SIGSTOP) while the load goes into a 1 GiB kernel ring, then resumed;
+the time they take to record everything the ring holds gives the packets/s the live path
+sustains (and the cores it used doing so).
+
     sudo python bench/live_replay.py [--levels 500,1000,1500,2000,2500] [--seconds 10]
+    sudo python bench/live_replay.py --drain --levels 1000,2500 --seconds 8
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -46,6 +53,64 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def family(pid: int) -> list[int]:
+    """A process and its children (the capture process)."""
+    out = [pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def drain_level(folder: Path, calls: int, seconds: float, reader_process: bool) -> dict:
+    """Load into the ring while the recorder is stopped, then time the recording of it."""
+    capture = folder / "load.pcap"
+    packets = generate(capture, calls, seconds)
+    config = folder / "recorder.yaml"
+    config.write_text(
+        f"capture:\n  reader_process: {str(reader_process).lower()}\n  buffer_bytes: 2147483648\n"
+    )
+    recorder = Recorder(folder, config=config, bpf="udp and net 10.0.0.0/8")
+    recorder.start()
+    try:
+        assert recorder.proc is not None
+        pids = family(recorder.proc.pid)
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        subprocess.run(
+            ["tcpreplay", "-i", "lo", "--preload-pcap", "-q", str(capture)],
+            capture_output=True,
+            check=True,
+        )
+        cpu0 = cpu_seconds(recorder.proc.pid)
+        started = time.monotonic()
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+        while True:
+            m = recorder.scrape()
+            if m["recorder_capture_packets_total"] + m[
+                "recorder_capture_kernel_dropped_packets_total"
+            ] >= packets or (time.monotonic() - started > 300):
+                break
+            time.sleep(0.1)
+        wall = time.monotonic() - started
+        cpu = cpu_seconds(recorder.proc.pid) - cpu0
+        recorder.stop(timeout=300)
+    finally:
+        recorder.close()
+    return {
+        "packets": packets,
+        "frames": m["recorder_capture_packets_total"],
+        "kernel_dropped": m["recorder_capture_kernel_dropped_packets_total"],
+        "pps": m["recorder_capture_packets_total"] / wall,
+        "cpu_s": cpu,
+        "wall_s": wall,
+    }
+
+
 def run_level(folder: Path, calls: int, seconds: float, reader_process: bool) -> dict:
     capture = folder / "load.pcap"
     packets = generate(capture, calls, seconds)
@@ -66,10 +131,18 @@ def run_level(folder: Path, calls: int, seconds: float, reader_process: bool) ->
             check=True,
         )
         wall = time.monotonic() - started
-        time.sleep(3)  # the last packets through the ring and the core
+        frames = -1.0
+        while True:  # until the recorder has caught up with what the ring holds
+            time.sleep(1)
+            m = recorder.scrape()
+            if m["recorder_capture_packets_total"] == frames:
+                break
+            frames = m["recorder_capture_packets_total"]
         cpu = cpu_seconds(recorder.proc.pid) - cpu0
-        m = recorder.scrape()
-        recorder.stop(timeout=300)
+        recorder.stop(timeout=300)  # closes the calls whose BYE was lost
+        m["recorder_recordings_written_total"] = sum(
+            1 for r in recorder.audit() if r["event"] == "recording.closed"
+        )
     finally:
         recorder.close()
     rated = re.search(r"([\d.]+) pps", sent.stdout)
@@ -89,10 +162,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levels", default="500,1000,1500,2000,2500")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each call")
+    parser.add_argument("--drain", action="store_true", help="time the recording of a full ring")
     args = parser.parse_args()
     if shutil.which("tcpreplay") is None:
         raise SystemExit("tcpreplay is not installed (Debian: apt install tcpreplay)")
     print(f"{os.cpu_count()} CPUs; calls of {args.seconds} s, PCMU both ways (100 packets/s)")
+    if args.drain:
+        for level in (int(x) for x in args.levels.split(",")):
+            for reader_process in (True, False):
+                mode = "reader process" if reader_process else "one process"
+                with tempfile.TemporaryDirectory() as tmp:
+                    r = drain_level(Path(tmp), level, args.seconds, reader_process)
+                print(
+                    f"{mode:>14}, {level:5d} calls: {int(r['frames']):,}/{r['packets']:,} frames"
+                    f" recorded from the ring at {r['pps']:9,.0f} pkt/s "
+                    f"({r['pps'] / 100:5,.0f} calls in real time), kernel drops "
+                    f"{int(r['kernel_dropped'])}, cpu {r['cpu_s']:.1f} s in {r['wall_s']:.1f} s "
+                    f"({r['cpu_s'] / r['wall_s']:.2f} cores)",
+                    flush=True,
+                )
+        return 0
     for reader_process in (True, False):
         mode = "reader process" if reader_process else "one process"
         for level in (int(x) for x in args.levels.split(",")):

@@ -40,9 +40,9 @@ class CaptureSettings:
         )
         require(0 < self.snaplen <= 262144, f"{path}.snaplen", "must be between 1 and 262144")
         require(
-            1 << 20 <= self.buffer_bytes <= 1 << 31,
+            1 << 20 <= self.buffer_bytes < 1 << 31,  # libpcap takes a C int
             f"{path}.buffer_bytes",
-            "must be between 1 MiB (1048576) and 2 GiB",
+            "must be between 1 MiB (1048576) and 2 GiB - 1 (2147483647)",
         )
         require(0 < self.timeout_ms <= 1000, f"{path}.timeout_ms", "must be between 1 and 1000")
         require(self.workers == 1, f"{path}.workers", "must be 1 (one recording process)")

@@ -41,7 +41,9 @@ BROKEN = [
     ("capture: {interface: ../etc}", "capture.interface is not an interface name"),
     ("capture: {promiscuous: 'yes'}", "capture.promiscuous must be true or false, not 'yes'"),
     ("capture: {buffer_bytes: 1000}",
-     "capture.buffer_bytes must be between 1 MiB (1048576) and 2 GiB"),
+     "capture.buffer_bytes must be between 1 MiB (1048576) and 2 GiB - 1 (2147483647)"),
+    ("capture: {buffer_bytes: 2147483648}",  # a C int for libpcap: 2 GiB would wrap
+     "capture.buffer_bytes must be between 1 MiB (1048576) and 2 GiB - 1 (2147483647)"),
     ("capture: {timeout_ms: 0}", "capture.timeout_ms must be between 1 and 1000"),
     ("capture: {workers: 4}", "capture.workers must be 1 (one recording process)"),
     ("capture: eth0", "capture must be a mapping of settings"),

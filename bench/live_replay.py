@@ -71,7 +71,7 @@ def drain_level(folder: Path, calls: int, seconds: float, reader_process: bool) 
     packets = generate(capture, calls, seconds)
     config = folder / "recorder.yaml"
     config.write_text(
-        f"capture:\n  reader_process: {str(reader_process).lower()}\n  buffer_bytes: 2147483648\n"
+        f"capture:\n  reader_process: {str(reader_process).lower()}\n  buffer_bytes: 1073741824\n"
     )
     recorder = Recorder(folder, config=config, bpf="udp and net 10.0.0.0/8")
     recorder.start()

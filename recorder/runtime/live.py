@@ -21,7 +21,7 @@ from recorder.config import CaptureSettings
 from recorder.core.model import FrameBlock
 from recorder.runtime.libpcap import PcapHandle, PcapStats
 
-BATCH_FRAMES = 4096  # frames per block at most
+BATCH_FRAMES = 32768  # frames per block at most (big blocks: numpy pays off per call)
 _CHECK_EVERY = 64  # frames between two looks at the clock under load
 
 

@@ -12,6 +12,7 @@ from recorder.runtime.archive import Archive
 from recorder.runtime.audit import AuditTrail
 from recorder.runtime.keyfile import generate_master_key, load_key_ring, write_key_file
 from recorder.runtime.replay import ReplaySummary, replay
+from recorder.runtime.runner import tune_gc
 
 
 def cmd_keygen(args: argparse.Namespace, actor: str) -> int:
@@ -35,6 +36,7 @@ def cmd_replay(args: argparse.Namespace, actor: str) -> int:
         print(f"generated a DEVELOPMENT master key {args.key} (kid {key.kid})", file=sys.stderr)
     ring = load_key_ring(args.key)  # a key file, or a key directory (current + older keys)
     config = load_config(args.config)
+    tune_gc()
     summary = replay(
         list(args.captures),
         args.archive,

@@ -8,6 +8,7 @@ run with `guard=False` so that bugs surface.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,6 +18,20 @@ from recorder.core.pipeline import RecorderCore
 from recorder.runtime.writer import ArchiveWriter
 
 log = logging.getLogger(__name__)
+
+
+# The cyclic collector's generation thresholds while recording. The packet path allocates
+# containers by the hundred thousand a second, all freed by reference counting (no cycles),
+# while the state of thousands of calls stays alive: at the default (700, 10, 10) the
+# collector kept rescanning that state, 23 % of a replay of 10,000 concurrent calls.
+GC_THRESHOLDS = (100_000, 50, 100)
+
+
+def tune_gc() -> None:
+    """Collect rarely, and never rescan what exists now (modules, configuration)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 @dataclass

@@ -47,12 +47,14 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace, actor: str) -> int:
+    from recorder.runtime.runner import tune_gc
     from recorder.runtime.service import Service
 
     overrides = _overrides(args)
     config = load_service_config(args.config, overrides)
     keys = load_keys(config)
     service = Service(config, keys, actor, config_path=args.config, overrides=overrides)
+    tune_gc()
     return service.run()
 
 

@@ -166,7 +166,8 @@ def main() -> None:
             rows.append(row)
             print(report(row), flush=True)
         if args.g722_calls:
-            row = run_case(args.g722_calls, 20.0, args.rounds, work, False, codec="G722")
+            length = max(20.0, 2_000_000 / (100 * args.g722_calls))  # about 2M packets too
+            row = run_case(args.g722_calls, length, args.rounds, work, False, codec="G722")
             print(report(row), flush=True)
         if len(rows) > 1:
             small, large = rows[0], rows[-1]

@@ -93,7 +93,9 @@ class SideTimeline:
 
     def seen(self, keys: NDArray[np.int64]) -> NDArray[np.bool_]:
         """Which of these packets (seq << 32 | ts) were placed before: copies."""
-        found: NDArray[np.bool_] = np.isin(keys, self._seen)
+        ring = np.sort(self._seen)  # (np.isin costs several times more on 512 keys)
+        at = np.minimum(np.searchsorted(ring, keys), len(ring) - 1)
+        found: NDArray[np.bool_] = ring[at] == keys
         return found
 
     def remember(self, keys: NDArray[np.int64]) -> None:

@@ -31,10 +31,11 @@ if TYPE_CHECKING:
     from recorder.core.pipeline import RecorderCore
 
 _WINDOW_MIN = 256  # frames looked up at once after the call table changed
-WINDOW_MAX = 1 << 16
+WINDOW_MAX = 1 << 18
 _FAST_LINKTYPES = (LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL)
 _SHORT_RUN = 16  # fewer fast frames than this in a row: numpy costs more than it saves
 _HEADER = np.arange(48, dtype=np.int64)  # link, IPv4 and UDP headers: bytes 0-47
+_GATHER = 16384  # frames whose headers are gathered at once
 _SLL_NETLINK = 824  # ARPHRD_NETLINK: SLL frames of netlink, never IP
 _Bools = NDArray[np.bool_]
 _Ints = NDArray[np.int64]
@@ -54,10 +55,12 @@ class _Classified:
         buf = np.frombuffer(block.data, dtype=np.uint8)
         starts = block.starts
         lengths = block.ends - starts
-        index = starts[:, None] + _HEADER
-        np.minimum(index, len(buf) - 1, out=index)  # short frames: never eligible
-        h = buf[index]
         n = len(starts)
+        h = np.empty((n, len(_HEADER)), dtype=np.uint8)  # the headers, gathered in slices:
+        for at in range(0, n, _GATHER):  # (an index of 8 bytes a header byte is big)
+            index = starts[at : at + _GATHER, None] + _HEADER
+            np.minimum(index, len(buf) - 1, out=index)  # short frames: never eligible
+            h[at : at + _GATHER] = buf[index]
         self.eligible: _Bools = np.zeros(n, dtype=bool)
         self.dst: _Ints = np.zeros(n, dtype=np.int64)
         self.src: _Ints = np.zeros(n, dtype=np.int64)

@@ -330,11 +330,13 @@ def _first_rtp(
     times_q: tuple[list[int], list[int]], datas_q: tuple[list[bytes], list[bytes]]
 ) -> int | None:
     """Capture time of the earliest packet that is RTP at all (STUN and RTCP are not)."""
+    # is_rtcp inlined (RTP version 2, not RTCP types 200-204): it runs for every packet
+    # of a call's first second.
     found = [
         t
         for times, datas in zip(times_q, datas_q, strict=True)
         for t, d in zip(times, datas, strict=True)
-        if len(d) >= 12 and d[0] >> 6 == 2 and not is_rtcp(d)
+        if len(d) >= 12 and d[0] >> 6 == 2 and not 192 <= d[1] <= 223
     ]
     return min(found) if found else None
 

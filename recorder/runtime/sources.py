@@ -33,7 +33,9 @@ from recorder.errors import RecorderError
 NS_PER_S = 1_000_000_000
 MAX_RECORD_BYTES = 16 * 1024 * 1024  # far above any real snaplen; bounds a corrupt length
 _READ_BUFFER = 1 << 20
-BLOCK_BYTES = 8 << 20  # a pcap file is read (and fed to the core) this much at a time
+BLOCK_BYTES = 16 << 20  # a pcap file is read (and fed to the core) this much at a time:
+# big blocks keep many packets per call side in one numpy pass (at 10,000 calls, 16 MiB
+# gave 1.25x the throughput of 8 MiB; the block and its temporaries cost about 50 MiB)
 BLOCK_FRAMES = 1 << 15  # frames per block made from pcapng
 
 _PCAPNG_MAGIC = struct.pack(">I", pcapng.PCAPNG_BT_SHB)

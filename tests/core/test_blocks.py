@@ -131,8 +131,12 @@ def relink(frame: Frame, link: str, k: int) -> Frame:
     return Frame(frame.ts_ns, 1, data[:12] + b"\x81\x00\x00\x07" + data[12:])
 
 
-def test_many_calls_in_one_block() -> None:
-    """A block long enough for the window to grow, sweeps inside it, calls ending in it."""
+def test_many_calls_in_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block long enough for the window to grow, sweeps inside it, calls ending in it;
+    its headers gathered in many slices."""
+    import recorder.core.blocks as blocks
+
+    monkeypatch.setattr(blocks, "_GATHER", 97)
     frames: list[Frame] = []
     for n in range(12):
         ops = (

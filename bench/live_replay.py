@@ -65,16 +65,24 @@ def family(pid: int) -> list[int]:
     return out
 
 
-def drain_level(folder: Path, calls: int, seconds: float, reader_process: bool) -> dict:
-    """Load into the ring while the recorder is stopped, then time the recording of it."""
+def start(
+    folder: Path, calls: int, seconds: float, reader_process: bool, ring_bytes: int
+) -> tuple[Recorder, Path, int]:
+    """The load capture, and `recorder run` on lo waiting for it."""
     capture = folder / "load.pcap"
     packets = generate(capture, calls, seconds)
     config = folder / "recorder.yaml"
     config.write_text(
-        f"capture:\n  reader_process: {str(reader_process).lower()}\n  buffer_bytes: 1073741824\n"
+        f"capture:\n  reader_process: {str(reader_process).lower()}\n  buffer_bytes: {ring_bytes}\n"
     )
     recorder = Recorder(folder, config=config, bpf="udp and net 10.0.0.0/8")
     recorder.start()
+    return recorder, capture, packets
+
+
+def drain_level(folder: Path, calls: int, seconds: float, reader_process: bool) -> dict:
+    """Load into the ring while the recorder is stopped, then time the recording of it."""
+    recorder, capture, packets = start(folder, calls, seconds, reader_process, 1 << 30)
     try:
         assert recorder.proc is not None
         pids = family(recorder.proc.pid)
@@ -112,14 +120,7 @@ def drain_level(folder: Path, calls: int, seconds: float, reader_process: bool) 
 
 
 def run_level(folder: Path, calls: int, seconds: float, reader_process: bool) -> dict:
-    capture = folder / "load.pcap"
-    packets = generate(capture, calls, seconds)
-    config = folder / "recorder.yaml"
-    config.write_text(
-        f"capture:\n  reader_process: {str(reader_process).lower()}\n  buffer_bytes: 268435456\n"
-    )
-    recorder = Recorder(folder, config=config, bpf="udp and net 10.0.0.0/8")
-    recorder.start()
+    recorder, capture, packets = start(folder, calls, seconds, reader_process, 1 << 28)
     try:
         assert recorder.proc is not None
         cpu0 = cpu_seconds(recorder.proc.pid)

@@ -35,7 +35,7 @@ import numpy as np
 from recorder.config import CaptureSettings
 from recorder.core.model import FrameBlock
 from recorder.runtime.libpcap import CaptureError, PcapHandle, PcapStats
-from recorder.runtime.live import CaptureState
+from recorder.runtime.live import CaptureState, open_handle
 
 BATCH_FRAMES = 32768  # frames per message at most (about 7 MiB of G.711 RTP)
 FLUSH_S = 0.1  # under load, a batch goes at least this often (the ring never empties)
@@ -152,14 +152,7 @@ def _child(settings: CaptureSettings, conn: Connection) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        handle = PcapHandle(
-            settings.interface,
-            snaplen=settings.snaplen,
-            promiscuous=settings.promiscuous,
-            timeout_ms=settings.timeout_ms,
-            buffer_bytes=settings.buffer_bytes,
-            bpf=settings.filter,
-        )
+        handle = open_handle(settings)
     except CaptureError as exc:
         conn.send_bytes(_ERROR + str(exc).encode())
         return

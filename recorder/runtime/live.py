@@ -52,6 +52,18 @@ class Capture(Protocol):
     def close(self) -> None: ...
 
 
+def open_handle(settings: CaptureSettings) -> PcapHandle:
+    """The libpcap handle the settings describe."""
+    return PcapHandle(
+        settings.interface,
+        snaplen=settings.snaplen,
+        promiscuous=settings.promiscuous,
+        timeout_ms=settings.timeout_ms,
+        buffer_bytes=settings.buffer_bytes,
+        bpf=settings.filter,
+    )
+
+
 def open_capture(settings: CaptureSettings) -> Capture:
     """The ring read by a process of its own (`capture.reader_process`), or in this one."""
     if settings.reader_process:
@@ -66,14 +78,7 @@ class LiveCapture:
 
     def __init__(self, settings: CaptureSettings) -> None:
         self.settings = settings
-        self._pcap = PcapHandle(
-            settings.interface,
-            snaplen=settings.snaplen,
-            promiscuous=settings.promiscuous,
-            timeout_ms=settings.timeout_ms,
-            buffer_bytes=settings.buffer_bytes,
-            bpf=settings.filter,
-        )
+        self._pcap = open_handle(settings)
         self.warning = self._pcap.warning
         self.state = CaptureState(linktype=self._pcap.linktype)
         self.stopped = False

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator
-from typing import BinaryIO
+from collections.abc import Callable, Iterator
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 from dpkt import pcap, pcapng
@@ -51,6 +51,9 @@ _PCAP_MAGICS = {
 _OPT_TSRESOL = pcapng.PCAPNG_OPT_IF_TSRESOL
 _OPT_TSOFFSET = pcapng.PCAPNG_OPT_IF_TSOFFSET
 _BT_SPB = pcapng.PCAPNG_BT_SPB
+
+
+_Item = TypeVar("_Item", Frame, FrameBlock)
 
 
 class CaptureFileError(RecorderError):
@@ -104,33 +107,29 @@ class CaptureFile:
     def blocks(self) -> Iterator[FrameBlock]:
         """The same frames as iteration, as `FrameBlock`s (classic pcap: each block is one
         read of the file, used in place; pcapng: frames gathered per link type)."""
-        self.frames = 0
-        self.truncated = False
-        self.stop_reason = None
-        self.skipped_blocks = 0
-        with self._open() as f:
-            blocks = _pcap_blocks(f) if self.format == "pcap" else _gather(_pcapng(f, self))
-            try:
-                for block in blocks:
-                    self.frames += len(block)
-                    yield block
-            except _Stop as stop:
-                self.truncated = True
-                self.stop_reason = str(stop)
-            except OSError as exc:
-                raise CaptureFileError(f"{self.path}: read failed: {exc.strerror}") from None
+        return self._read_all(
+            lambda f: _pcap_blocks(f) if self.format == "pcap" else _gather(_pcapng(f, self)),
+            len,
+        )
 
     def __iter__(self) -> Iterator[Frame]:
+        return self._read_all(
+            lambda f: _pcap(f) if self.format == "pcap" else _pcapng(f, self), lambda _: 1
+        )
+
+    def _read_all(
+        self, reader: Callable[[BinaryIO], Iterator[_Item]], count: Callable[[_Item], int]
+    ) -> Iterator[_Item]:
+        """Items from a fresh read of the file, `frames` counted, a damaged end noted."""
         self.frames = 0
         self.truncated = False
         self.stop_reason = None
         self.skipped_blocks = 0
         with self._open() as f:
-            records = _pcap(f) if self.format == "pcap" else _pcapng(f, self)
             try:
-                for frame in records:
-                    self.frames += 1
-                    yield frame
+                for item in reader(f):
+                    self.frames += count(item)
+                    yield item
             except _Stop as stop:
                 self.truncated = True
                 self.stop_reason = str(stop)
@@ -150,13 +149,19 @@ def _read(f: BinaryIO, size: int) -> bytes:
 _frame = tuple.__new__
 
 
-def _pcap(f: BinaryIO) -> Iterator[Frame]:
+def _pcap_header(f: BinaryIO) -> tuple[str, int, int, int]:
+    """Byte order, fraction-to-ns factor, record header size and link type of a pcap."""
     header = f.read(24)
     if len(header) < 24:
         raise _Stop("truncated_header")
     order, frac_ns, record_size = _PCAP_MAGICS[header[:4]]
     # The link-type field's upper bits carry FCS information; the type is the low 16.
     linktype = struct.unpack_from(order + "I", header, 20)[0] & 0xFFFF
+    return order, frac_ns, record_size, linktype
+
+
+def _pcap(f: BinaryIO) -> Iterator[Frame]:
+    order, frac_ns, record_size, linktype = _pcap_header(f)
     record = struct.Struct(order + "IIII").unpack_from
     read = f.read
     while True:
@@ -177,11 +182,7 @@ def _pcap(f: BinaryIO) -> Iterator[Frame]:
 def _pcap_blocks(f: BinaryIO) -> Iterator[FrameBlock]:
     """Classic pcap, a read at a time: the records wholly inside each read become a block
     (their headers are read with numpy); a record cut by the read's end starts the next."""
-    header = f.read(24)
-    if len(header) < 24:
-        raise _Stop("truncated_header")
-    order, frac_ns, record_size = _PCAP_MAGICS[header[:4]]
-    linktype = struct.unpack_from(order + "I", header, 20)[0] & 0xFFFF
+    order, frac_ns, record_size, linktype = _pcap_header(f)
     caplen_at = struct.Struct(order + "I").unpack_from
     fields = np.dtype(order + "u4")
     columns = np.arange(12, dtype=np.int64)

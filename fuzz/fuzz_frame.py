@@ -1,9 +1,11 @@
 """Fuzz frame decoding and the whole core: NetDecoder.decode returns a datagram, None or a
 documented DecodeError; RecorderCore.receive_frame never raises, whatever the frames, while
-a call is up (so SIP, SDP and RTP paths all see the fuzz)."""
+a call is up (so SIP, SDP and RTP paths all see the fuzz); and the same frames fed as blocks
+(`receive_block`, the numpy fast path) give the same events and counters."""
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import sys
 
@@ -11,11 +13,13 @@ import _common  # puts the repository on sys.path
 import atheris  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
 with atheris.instrument_imports():
-    from recorder.core.model import Frame
+    import recorder.core.blocks as blocks
+    from recorder.core.model import Frame, FrameBlock
     from recorder.core.net import DROP_REASONS, NetDecoder
     from recorder.core.pipeline import RecorderCore
     from recorder.errors import DecodeError
 
+blocks._SHORT_RUN = 1  # the numpy fast path even for the fuzz's few frames
 LINKTYPES = (0, 1, 101, 108, 113, 228, 229, 276, 197, 9, 50)
 ETH_IP_UDP = struct.Struct("!6s6sHBBHHHBBH4s4sHHHH")
 
@@ -71,14 +75,16 @@ def test_one_input(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
     linktype = LINKTYPES[fdp.ConsumeIntInRange(0, len(LINKTYPES) - 1)]
     core = RecorderCore()
-    core.receive_frame(Frame(10**9, 1, SEEDS[0]))
+    frames = [Frame(10**9, 1, SEEDS[0])]
+    core.receive_frame(frames[0])
     now = 10**9
     while fdp.remaining_bytes():
         now += fdp.ConsumeIntInRange(0, 3 * 10**9)
         if fdp.ConsumeIntInRange(0, 3) == 0:  # raw bytes, short frames included
             raw = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 80))
             check_decoder(linktype, raw)
-            core.receive_frame(Frame(now, linktype if fdp.ConsumeBool() else 1, raw))
+            frames.append(Frame(now, linktype if fdp.ConsumeBool() else 1, raw))
+            core.receive_frame(frames[-1])
             continue
         seed = SEEDS[fdp.ConsumeIntInRange(0, len(SEEDS) - 1)]
         frame = _common.splice(
@@ -89,10 +95,25 @@ def test_one_input(data: bytes) -> None:
         )
         kind = linktype if fdp.ConsumeBool() else 1
         check_decoder(kind, frame)
-        core.receive_frame(Frame(now, kind, frame))  # any exception is a crash
+        frames.append(Frame(now, kind, frame))
+        core.receive_frame(frames[-1])  # any exception is a crash
     core.close()
-    for _ in core.events():
-        pass
+    check_blocks(frames, list(core.events()), dataclasses.asdict(core.stats))
+
+
+def check_blocks(frames: list[Frame], events: list[object], stats: dict[str, object]) -> None:
+    """The frames again, as blocks of one link type each: the same outcome."""
+    core = RecorderCore()
+    run: list[Frame] = []
+    for frame in [*frames, None]:
+        if run and (frame is None or frame.linktype != run[0].linktype):
+            core.receive_block(FrameBlock.of(run[0].linktype, [(f.ts_ns, f.data) for f in run]))
+            run = []
+        if frame is not None:
+            run.append(frame)
+    core.close()
+    if list(core.events()) != events or dataclasses.asdict(core.stats) != stats:
+        raise AssertionError("blocks and frames one by one disagree")
 
 
 def main() -> None:

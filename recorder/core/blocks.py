@@ -130,7 +130,8 @@ def receive_block(core: RecorderCore, block: FrameBlock, start: int = 0) -> None
     """Feed frames `start:` of `block` to `core`, in order. `core.block_position` names
     the frame being fed one by one, so that a shell can go on after it if it raised."""
     n = len(block)
-    if block.linktype not in _FAST_LINKTYPES or n - start < _SHORT_RUN:
+    core.block_position = start - 1  # nothing handled yet: a shell resumes at `start`
+    if block.linktype not in _FAST_LINKTYPES or n - start < _SHORT_RUN or not block.data:
         _one_by_one(core, block, start, n)
         return
     c = _Classified(block, core.tunnel_ports)

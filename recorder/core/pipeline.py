@@ -73,7 +73,8 @@ class RecorderCore:
 
     def receive_block(self, block: FrameBlock, start: int = 0) -> None:
         """Frames `start:` of `block`, with exactly the effect of `receive_frame` on each in
-        turn. If it raises, `block_position` is the frame that did."""
+        turn. If it raises, `block_position` is the frame that did (or the frames from
+        `block_position + 1` on were not handled yet)."""
         receive_block(self, block, start)
 
     # -- input -------------------------------------------------------------------------

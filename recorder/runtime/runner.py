@@ -59,9 +59,7 @@ def feed(
             try:
                 receive(frame)
             except Exception:  # a bug must cost one frame, not the process
-                stats.internal_errors += 1
-                if stats.internal_errors <= 10:
-                    log.exception("internal error on a frame; frame skipped")
+                _internal_error(stats)
         else:
             receive(frame)
         if pending:
@@ -79,24 +77,29 @@ def feed_blocks(
     guard: bool = True,
 ) -> None:
     """`feed` for capture files read a block at a time: the same frames, the same guard
-    (a frame that raises is skipped and the block goes on after it); events are handed
-    over after each block (a few MiB of capture)."""
+    (a frame that raises is skipped; the rest of its block then goes one frame at a time,
+    each guarded); events are handed over after each block (a few MiB of capture)."""
     for block in blocks:
         stats.frames += len(block)
-        start = 0
-        while start < len(block):
-            if not guard:
-                core.receive_block(block, start)
-                break
+        if not guard:
+            core.receive_block(block)
+        else:
             try:
-                core.receive_block(block, start)
-                break
-            except Exception:  # a bug must cost one frame, not the process
-                stats.internal_errors += 1
-                if stats.internal_errors <= 10:
-                    log.exception("internal error on a frame; frame skipped")
-                start = core.block_position + 1
+                core.receive_block(block)
+            except Exception:  # a bug must cost one frame, not the block or the process
+                _internal_error(stats)
+                for k in range(core.block_position + 1, len(block)):
+                    try:
+                        core.receive_frame(block.frame(k))
+                    except Exception:
+                        _internal_error(stats)
         drain(core, writer)
+
+
+def _internal_error(stats: LoopStats) -> None:
+    stats.internal_errors += 1
+    if stats.internal_errors <= 10:
+        log.exception("internal error on a frame; frame skipped")
 
 
 def drain(core: RecorderCore, writer: ArchiveWriter) -> None:

@@ -149,6 +149,12 @@ def test_many_calls_in_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
     assert sum(1 for e in events if type(e).__name__ == "RecordingEnded") == 12
 
 
+def test_a_block_of_empty_frames() -> None:
+    """Records of zero bytes (a pcap may hold them): no header to read, nothing to crash on."""
+    frames = [Frame(10**18 + k, 1, b"") for k in range(40)]
+    assert in_blocks(frames, []) == one_by_one(frames)
+
+
 @pytest.mark.parametrize("link", ["vlan", "sll"])
 def test_tagged_and_cooked_frames_take_the_block_fast_path(
     link: str, monkeypatch: pytest.MonkeyPatch

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from recorder.core.events import Event
 from recorder.core.model import Frame, FrameBlock
 from recorder.core.pipeline import RecorderCore
@@ -58,3 +60,18 @@ def test_a_raising_frame_is_skipped_and_the_block_goes_on() -> None:
     assert stats.frames == expected_stats.frames == len(frames)
     assert events == expected
     assert any(type(e).__name__ == "RecordingEnded" for e in events)
+
+
+def test_a_bug_in_the_block_path_costs_no_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should the numpy path itself raise, the block goes on one frame at a time."""
+    import recorder.core.blocks as blocks
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("bug")
+
+    frames = sorted(build([("ok", 0)] * 400, 0, 20, True), key=lambda f: f.ts_ns)
+    expected, _ = run(frames, blocks=False)
+    monkeypatch.setattr(blocks, "_Classified", broken)
+    events, stats = run(frames, blocks=True)
+    assert stats.internal_errors == 2  # once per block
+    assert events == expected  # not one frame lost

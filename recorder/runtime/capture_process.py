@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import select
 import signal
 import struct
@@ -42,6 +43,7 @@ FLUSH_S = 0.1  # under load, a batch goes at least this often (the ring never em
 _READY, _FRAMES, _ERROR, _END, _STOP = b"R", b"F", b"E", b"N", b"S"
 _HEAD = struct.Struct("<BQQQI")  # idle, received, dropped, if_dropped, frames
 _START_TIMEOUT_S = 60.0
+_NICE = 5
 
 
 class ProcessCapture:
@@ -151,6 +153,9 @@ def _child(settings: CaptureSettings, conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the recording process decides when to stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # Reading costs a fraction of recording: when the cores are short, the recording process
+    # should get them first (the kernel ring holds what waits meanwhile).
+    os.nice(_NICE)
     try:
         handle = open_handle(settings)
     except CaptureError as exc:

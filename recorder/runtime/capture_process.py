@@ -154,8 +154,10 @@ def _child(settings: CaptureSettings, conn: Connection) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # Reading costs a fraction of recording: when the cores are short, the recording process
-    # should get them first (the kernel ring holds what waits meanwhile).
-    os.nice(_NICE)
+    # should get them first (the kernel ring holds what waits meanwhile). The systemd unit's
+    # filter denies @resources (setpriority): then the reader just keeps its priority.
+    with contextlib.suppress(OSError):
+        os.nice(_NICE)
     try:
         handle = open_handle(settings)
     except CaptureError as exc:

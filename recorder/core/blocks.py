@@ -5,10 +5,10 @@ packet. Here the fixed-offset test (Ethernet with or without one 802.1Q tag, or 
 cooked capture; IPv4 without options; unfragmented UDP) and the endpoint keys are
 computed for every frame of a block with numpy, the keys are looked up with one `map`
 over the call table's integer keys, and the frames that hit are queued on their calls
-group by group. Every other frame (SIP, unknown flows, other
-link layers, the frame at which the sweep timer falls due) goes through
-`receive_frame` in its place in capture order, so a block has exactly the effect of its
-frames fed one by one (tests/core/test_blocks.py checks this event for event).
+group by group. Every other frame (SIP, unknown flows, other link layers, the frame at
+which the sweep timer falls due) goes through `receive_frame` in its place in capture
+order, so a block has exactly the effect of its frames fed one by one
+(tests/core/test_blocks.py and fuzz/fuzz_frame.py check this event for event).
 
 The call table may change at such a frame (a new call's SDP, a latched NAT address, a
 call ended by the sweep); lookups made before are then stale and are made again for the

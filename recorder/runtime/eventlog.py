@@ -28,7 +28,7 @@ class EventLog:
         self.counts = counts
 
     def commit(self) -> None:
-        """The writer's group commit, after each batch of events (see runner.feed)."""
+        """The writer's group commit, after each batch of events (see runner.feed_blocks)."""
         self._writer.commit()
 
     def handle(self, event: Event) -> None:

@@ -1,9 +1,9 @@
-"""The one loop that feeds frames to the core and the core's events to the writer.
+"""The one loop that feeds blocks of frames to the core and the core's events to the writer.
 
-Replay and live capture share it: only the frame source differs. The core is guarded per
-frame in production: an unexpected exception on one frame is counted and logged, and the
-loop goes on, so one strange packet cannot end the recording of every other call. Tests
-run with `guard=False` so that bugs surface.
+Replay and live capture share it: only the block source differs (a capture file's reads,
+the live ring). The core is guarded per frame in production: an unexpected exception on
+one frame is counted and logged, and the loop goes on, so one strange packet cannot end
+the recording of every other call. Tests run with `guard=False` so that bugs surface.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from recorder.core.model import Frame, FrameBlock
+from recorder.core.model import FrameBlock
 from recorder.core.pipeline import RecorderCore
 from recorder.runtime.writer import ArchiveWriter
 
@@ -40,34 +40,6 @@ class LoopStats:
     internal_errors: int = 0
 
 
-def feed(
-    frames: Iterable[Frame],
-    core: RecorderCore,
-    writer: ArchiveWriter,
-    stats: LoopStats,
-    *,
-    guard: bool = True,
-) -> None:
-    """Run every frame through the core, handing its events to the writer as they appear."""
-    receive = core.receive_frame
-    pending = core.pending_events
-    handle = writer.handle
-    commit = getattr(writer, "commit", _nothing)
-    for frame in frames:
-        stats.frames += 1
-        if guard:
-            try:
-                receive(frame)
-            except Exception:  # a bug must cost one frame, not the process
-                _internal_error(stats)
-        else:
-            receive(frame)
-        if pending:
-            while pending:
-                handle(pending.popleft())
-            commit()  # what these events changed, durable together
-
-
 def feed_blocks(
     blocks: Iterable[FrameBlock],
     core: RecorderCore,
@@ -76,9 +48,9 @@ def feed_blocks(
     *,
     guard: bool = True,
 ) -> None:
-    """`feed` for capture files read a block at a time: the same frames, the same guard
-    (a frame that raises is skipped; the rest of its block then goes one frame at a time,
-    each guarded); events are handed over after each block (a few MiB of capture)."""
+    """Run every block through the core, handing its events to the writer after each block
+    (up to 16 MiB of a capture file, or what the live ring held). Guarded: a frame that
+    raises is skipped, and the rest of its block goes one frame at a time, each guarded."""
     for block in blocks:
         stats.frames += len(block)
         if not guard:

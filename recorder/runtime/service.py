@@ -1,4 +1,4 @@
-"""`recorder run`: the live service. Live frames go through the same loop (`runner.feed`),
+"""`recorder run`: the live service. Live frames go through the same loop (`runner.feed_blocks`),
 core and `ArchiveSession` as `recorder replay`; only the source and the clock differ.
 
 Lifecycle:

@@ -9,7 +9,7 @@ import pytest
 from recorder.core.events import Event
 from recorder.core.model import Frame, FrameBlock
 from recorder.core.pipeline import RecorderCore
-from recorder.runtime.runner import LoopStats, drain, feed, feed_blocks
+from recorder.runtime.runner import LoopStats, drain, feed_blocks
 from tests.core.test_batch_equivalence import build
 
 POISON = b"poison"
@@ -42,8 +42,14 @@ def run(frames: list[Frame], blocks: bool) -> tuple[list[Event], LoopStats]:
     if blocks:
         pairs = [(f.ts_ns, f.data) for f in frames]
         feed_blocks([FrameBlock.of(1, pairs[:500]), FrameBlock.of(1, pairs[500:])], core, w, stats)
-    else:
-        feed(frames, core, w, stats)
+    else:  # the reference: frame by frame, each guarded
+        for frame in frames:
+            stats.frames += 1
+            try:
+                core.receive_frame(frame)
+            except RuntimeError:
+                stats.internal_errors += 1
+            drain(core, w)
     core.close()
     drain(core, w)
     return writer.events, stats

@@ -10,7 +10,8 @@ from pathlib import Path
 from recorder.compliance.factory import build_core
 from recorder.config import Config, parse_config
 from recorder.container.masterkey import MasterKey
-from recorder.runtime.runner import LoopStats, drain, feed
+from recorder.core.model import FrameBlock
+from recorder.runtime.runner import LoopStats, drain, feed_blocks
 from recorder.runtime.session import ArchiveSession
 from recorder.runtime.sources import CaptureFile
 from tests.compliance.helpers import T_2023, capture, make_call
@@ -105,9 +106,12 @@ def recording(
 
 
 def feed_capture(session: ArchiveSession, loop: LoopStats, pcap: Path) -> None:
-    """Record every call of one capture to its end (like one file of a replay)."""
+    """Record every call of one capture to its end (like one file of a replay), a block a
+    frame: the writer commits after each, so a recording that closes is in the upload
+    spool before the next call asks to be admitted (a big block would commit it later)."""
     core = build_core(session.config)
-    feed(CaptureFile(pcap), core, session.writer, loop)
+    blocks = (FrameBlock.of(f.linktype, [(f.ts_ns, f.data)]) for f in CaptureFile(pcap))
+    feed_blocks(blocks, core, session.writer, loop)
     core.close()
     drain(core, session.writer)
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from recorder.core.calls import Call
-from recorder.core.media.codecs import CodecInfo, decode_g711_block
+from recorder.core.media.codecs import STATEFUL, CodecInfo, decode_g711_block
 from recorder.core.media.timeline import NS_PER_S
 
 if TYPE_CHECKING:
@@ -29,9 +29,9 @@ if TYPE_CHECKING:
 
 CHUNK_PACKETS = 8192  # packets placed per numpy pass (about 10 MiB of index temporaries)
 _TABLE_OF = {"PCMU": 0, "PCMA": 1}
-# Stateful codecs placed here too, decoded stream by stream (each packet once, in arrival
-# order, as on the per-call path): samples per payload byte.
-_STATEFUL = {"G722": 2}
+# Stateful codecs (codecs.STATEFUL) placed here too, decoded stream by stream (each packet
+# once, in arrival order, as on the per-call path): their samples per payload byte.
+_SAMPLES_PER_BYTE = {"G722": 2}
 
 
 @dataclass(slots=True)
@@ -131,7 +131,7 @@ def _place(path: MediaPath, streams: list[_Stream], length: int) -> None:
         assert timeline is not None
         if (
             codec is None
-            or (encoding not in _TABLE_OF and encoding not in _STATEFUL)
+            or (encoding not in _TABLE_OF and encoding not in _SAMPLES_PER_BYTE)
             or codec.sample_rate != timeline.sample_rate
         ):
             path.run(stream.call, stream.sender, times[a:b], block[a:b], count=False)
@@ -150,9 +150,9 @@ def _place(path: MediaPath, streams: list[_Stream], length: int) -> None:
             timeline.sample_rate,
             _TABLE_OF.get(encoding, 0),
             timeline.max_drift,
-            (length - 12) * _STATEFUL.get(encoding, 1),  # samples a packet
+            (length - 12) * _SAMPLES_PER_BYTE.get(encoding, 1),  # samples a packet
         )
-        if encoding in _STATEFUL:
+        if encoding in STATEFUL:
             stateful[g] = codec
         chosen.append(g)
     if not chosen:

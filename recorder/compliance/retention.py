@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Literal
 from recorder.compliance.settings import PROTECTED_BASIS, RetentionClass
 from recorder.config import Config
 from recorder.errors import RecorderError
-from recorder.runtime.archive import Archive, fsync_dir
+from recorder.runtime.archive import Archive
 from recorder.runtime.audit import AuditTrail
+from recorder.runtime.files import fsync_dir
 from recorder.runtime.index import Hold, Index, RecordingRow
 from recorder.runtime.keystore import KeyStore
 from recorder.runtime.timefmt import parse_rfc3339_ns, rfc3339_ns

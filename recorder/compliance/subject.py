@@ -7,7 +7,6 @@ recordings acted on, the criteria used (without the number itself) and the outco
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -22,6 +21,7 @@ from recorder.errors import ArchiveError, RecorderError
 from recorder.runtime.archive import Archive
 from recorder.runtime.audit import AuditTrail, Value, canonical_bytes, line_hash, verify_audit
 from recorder.runtime.export import export_wav
+from recorder.runtime.files import sha256_file, write_all
 from recorder.runtime.index import RecordingRow
 from recorder.runtime.timefmt import rfc3339_ns
 from recorder.scale.backends import CommandStores, ship_trail
@@ -90,7 +90,7 @@ def export_subject(
                 "recording": row.to_public_dict(),
                 "legal_hold": holds[row.id].reason if row.id in holds else None,
                 "file": wav.name,
-                "wav_sha256": _sha256(wav),
+                "wav_sha256": sha256_file(wav),
                 "stored_sha256": row.sha256,
             }
         )
@@ -218,20 +218,10 @@ def _ids(rows: list[RecordingRow]) -> list[Value]:
     return [row.id for row in rows]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _write_new(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)

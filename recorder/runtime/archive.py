@@ -11,7 +11,6 @@ random hex), never from the wire, so no Call-ID can steer a path.
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 from dataclasses import dataclass
@@ -87,11 +86,3 @@ class Archive:
 
     def recording_files(self) -> list[Path]:
         return sorted(self.recordings_dir.rglob("*" + RECORDING_SUFFIX))
-
-
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

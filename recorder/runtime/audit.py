@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from recorder.errors import ArchiveError
+from recorder.runtime.files import fsync_dir, write_all
 from recorder.runtime.timefmt import rfc3339_ns
 
 VERSION = 1
@@ -155,7 +156,7 @@ class AuditTrail:
         self._fd = os.open(self.path, flags, 0o600)
         self._pid = os.getpid()
         if not existed:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         try:
             with self._locked():
                 self._tail_locked()  # cuts and records a torn tail now, not at the first append
@@ -246,20 +247,10 @@ def _write_all(fd: int, data: bytes) -> None:
     """One write in practice; on a short write or error, roll back so no torn line remains."""
     before = os.fstat(fd).st_size
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
     except OSError:
         os.ftruncate(fd, before)
         raise
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from recorder.container.masterkey import MASTER_KEY_BYTES, MasterKey
 from recorder.errors import KeyFileError
+from recorder.runtime.files import fsync_dir
 
 PREFIX = "RECORDER-MASTER-KEY-V1"
 MAX_FILE_BYTES = 4096  # a key file is ~100 bytes; anything big is the wrong file
@@ -68,7 +69,7 @@ def write_key_file(path: Path, key: MasterKey) -> None:
         os.unlink(path)  # never leave half a key behind
         raise KeyFileError(f"cannot write key file {_show(path)}: {exc.strerror}") from None
     os.close(fd)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def load_key_file(path: Path) -> MasterKey:
@@ -148,14 +149,6 @@ def _parse(path: Path, text: str) -> MasterKey:
     return MasterKey.from_secret(secret)
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _show(path: Path) -> str:
     """The path for a one-line message: as typed, or repr() if it holds control characters."""
     text = str(path)
@@ -230,7 +223,7 @@ def set_current(folder: Path, kid: str) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, folder / CURRENT_NAME)
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
 def remove_ring_key(folder: Path, kid: str) -> None:
@@ -239,7 +232,7 @@ def remove_ring_key(folder: Path, kid: str) -> None:
     if kid == ring.current.kid:
         raise KeyFileError(f"key {kid} is the current key of {_show(folder)}; rotate first")
     (folder / (kid + KEY_SUFFIX)).unlink()
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
 def _check_dir(folder: Path) -> None:

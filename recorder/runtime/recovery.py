@@ -20,8 +20,9 @@ from recorder.container.reader import (
     scan_recording,
 )
 from recorder.errors import IntegrityError
-from recorder.runtime.archive import PARTIAL_SUFFIX, RECORDING_SUFFIX, Archive, fsync_dir
+from recorder.runtime.archive import PARTIAL_SUFFIX, RECORDING_SUFFIX, Archive
 from recorder.runtime.audit import AuditTrail
+from recorder.runtime.files import fsync_dir
 from recorder.runtime.index import Index, RecordingRow
 from recorder.runtime.keystore import KeyStore
 from recorder.runtime.opening import file_key_for

@@ -34,9 +34,10 @@ from recorder.core.events import (
     RecordingMarker,
     RecordingStarted,
 )
-from recorder.runtime.archive import PARTIAL_SUFFIX, Archive, fsync_dir, new_recording_id
+from recorder.runtime.archive import PARTIAL_SUFFIX, Archive, new_recording_id
 from recorder.runtime.audit import AuditTrail, Value
 from recorder.runtime.durability import GroupSync
+from recorder.runtime.files import fsync_dir, write_all
 from recorder.runtime.index import Index, RecordingRow
 from recorder.runtime.keystore import KeyStore
 from recorder.runtime.timefmt import rfc3339_ns
@@ -294,10 +295,7 @@ class ArchiveWriter:
     def _append(self, rec: OpenRecording, data: bytes) -> None:
         if not data:
             return
-        view = memoryview(data)
-        while view:
-            written = os.write(rec.fd, view)
-            view = view[written:]
+        write_all(rec.fd, data)
         rec.sha256.update(data)
         rec.size += len(data)
         self.stats.bytes_written += len(data)

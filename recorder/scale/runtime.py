@@ -27,8 +27,9 @@ from recorder.compliance.retention import build_expiry_rule
 from recorder.config import Config
 from recorder.container.reader import read_header
 from recorder.errors import ConfigError
-from recorder.runtime.archive import RECORDING_SUFFIX, Archive, fsync_dir
+from recorder.runtime.archive import RECORDING_SUFFIX, Archive
 from recorder.runtime.audit import AuditTrail
+from recorder.runtime.files import fsync_dir, sha256_file
 from recorder.runtime.index import Index, StoredObject
 from recorder.runtime.keystore import KeyStore
 from recorder.runtime.writer import ClosedRecording
@@ -223,7 +224,7 @@ class ScaleRuntime:
                 with path.open("rb") as f:
                     start_ns = read_header(f).created_ns
                 job = job_for(
-                    rid, self.archive.relative_path(rid), _sha256(path), path.stat().st_size,
+                    rid, self.archive.relative_path(rid), sha256_file(path), path.stat().st_size,
                     start_ns, classes.get(rid, "default"), None,
                 )  # fmt: skip
             except Exception as exc:  # an unreadable file: leave it for verify to name
@@ -243,16 +244,6 @@ def _plain(obj: StoredObject) -> dict[str, Any]:
     from dataclasses import asdict
 
     return asdict(obj)
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _classes_from_trail(path: Path) -> dict[str, str]:

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from recorder.runtime.archive import fsync_dir
 from recorder.runtime.audit import AuditTrail
+from recorder.runtime.files import fsync_dir, write_all
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +111,7 @@ def _write(path: Path, job: dict[str, Any]) -> bytes:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY | os.O_CLOEXEC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)

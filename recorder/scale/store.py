@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from recorder.errors import ArchiveError
+from recorder.runtime.files import sha256_file
 from recorder.scale.errors import BackendUnavailable, StoreRefused
 
 NS_PER_S = 1_000_000_000
@@ -126,7 +127,7 @@ class LocalStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".tmp")
         shutil.copyfile(path, tmp)
-        if _sha256_file(tmp) != sha256:
+        if sha256_file(tmp) != sha256:
             tmp.unlink()
             raise StoreRefused("put", 400, "BadDigest")
         os.replace(tmp, target)
@@ -149,7 +150,7 @@ class LocalStore:
         path = self._path(key)
         if not path.is_file():
             return None
-        return ObjectInfo(key, "local", path.stat().st_size, _sha256_file(path))
+        return ObjectInfo(key, "local", path.stat().st_size, sha256_file(path))
 
     def open(self, key: str, version_id: str) -> BinaryIO:
         try:
@@ -172,14 +173,6 @@ class LocalStore:
             key = path.relative_to(base).as_posix()
             if path.is_file() and key.startswith(prefix) and not key.endswith(".tmp"):
                 yield key
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class S3Store:

@@ -27,7 +27,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from recorder.compliance.settings import RetentionClass
@@ -35,6 +34,7 @@ from recorder.config import S3Settings
 from recorder.errors import ArchiveError, IntegrityError
 from recorder.runtime.archive import Archive
 from recorder.runtime.audit import AuditTrail
+from recorder.runtime.files import sha256_file
 from recorder.runtime.index import StoredObject
 from recorder.runtime.timefmt import rfc3339_ns
 from recorder.scale.auditship import AuditShipper
@@ -204,7 +204,7 @@ class Uploader:
         path = self.archive.resolve(str(job["relative"]))
         key = recording_key(self.settings.prefix, self.sensor_id, rid)
         try:
-            sha256 = _sha256_file(path)
+            sha256 = sha256_file(path)
         except FileNotFoundError:
             self._put_aside(name, job, "the local file is gone")
             return
@@ -292,14 +292,6 @@ class Uploader:
         self.failed.push({**job, "reason": reason, "weight": 0})
         self.uploads.done(name)
         self.stats.put_aside += 1
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def job_for(

@@ -1,6 +1,6 @@
 """Fixtures shared by every test folder.
 
-Tests that need the capture corpus in ../shared/pcaps or an outside tool (tshark, sox,
+Tests that need the capture corpus in ../shared/pcaps or an outside tool (tshark,
 sipp) skip with the reason where it is absent (a user's checkout); CI sets
 RECORDER_REQUIRE_SHARED=1 and RECORDER_REQUIRE_TOOLS=1, which turn those skips into
 failures so that nothing is silently left untested there.

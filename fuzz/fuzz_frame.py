@@ -12,6 +12,8 @@ import sys
 import _common  # puts the repository on sys.path
 import atheris  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
+from tests.builders import fast_udp  # (not instrumented: a test helper)
+
 with atheris.instrument_imports():
     import recorder.core.blocks as blocks
     from recorder.core.model import Frame, FrameBlock
@@ -21,35 +23,7 @@ with atheris.instrument_imports():
 
 blocks._SHORT_RUN = 1  # the numpy fast path even for the fuzz's few frames
 LINKTYPES = (0, 1, 101, 108, 113, 228, 229, 276, 197, 9, 50)
-ETH_IP_UDP = struct.Struct("!6s6sHBBHHHBBH4s4sHHHH")
-
-
-def udp(src: bytes, sport: int, dst: bytes, dport: int, payload: bytes) -> bytes:
-    return (
-        ETH_IP_UDP.pack(
-            b"\2" * 6,
-            b"\4" * 6,
-            0x0800,
-            0x45,
-            0,
-            28 + len(payload),
-            0,
-            0,
-            64,
-            17,
-            0,
-            src,
-            dst,
-            sport,
-            dport,
-            8 + len(payload),
-            0,
-        )
-        + payload
-    )
-
-
-A, B = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+A, B = "10.0.0.1", "10.0.0.2"
 SDP = (
     b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n"
     b"m=audio 4000 RTP/AVP 0 101\r\n"
@@ -60,7 +34,11 @@ INVITE = (
     b"Content-Length: " + str(len(SDP)).encode() + b"\r\n\r\n" + SDP
 )
 RTP = struct.pack("!BBHII", 0x80, 0, 1, 160, 7) + bytes(160)
-SEEDS = [udp(A, 5060, B, 5060, INVITE), udp(B, 4002, A, 4000, RTP), udp(A, 4000, B, 4002, RTP)]
+SEEDS = [
+    fast_udp(A, 5060, B, 5060, INVITE),
+    fast_udp(B, 4002, A, 4000, RTP),
+    fast_udp(A, 4000, B, 4002, RTP),
+]
 
 
 def check_decoder(linktype: int, data: bytes) -> None:

@@ -27,6 +27,36 @@ def rtp(pt: int, seq: int, ts: int, ssrc: int, payload: bytes, marker: bool = Fa
     )
 
 
+ETH_IP_UDP = struct.Struct("!6s6sHBBHHHBBH4s4sHHHH")
+
+
+def fast_udp(src: str, sport: int, dst: str, dport: int, payload: bytes) -> bytes:
+    """An Ethernet/IPv4/UDP frame without scapy (hypothesis makes many)."""
+    ip = lambda a: bytes(int(x) for x in a.split("."))  # noqa: E731
+    return (
+        ETH_IP_UDP.pack(
+            b"\2" * 6,
+            b"\4" * 6,
+            0x0800,
+            0x45,
+            0,
+            28 + len(payload),
+            0,
+            0,
+            64,
+            17,
+            0,
+            ip(src),
+            ip(dst),
+            sport,
+            dport,
+            8 + len(payload),
+            0,
+        )
+        + payload
+    )
+
+
 def udp_frame(src: str, sport: int, dst: str, dport: int, payload: bytes) -> bytes:
     return bytes(
         Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")

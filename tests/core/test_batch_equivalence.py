@@ -3,8 +3,6 @@ exactly the recording the per-packet reference path gives, whatever the packets 
 
 from __future__ import annotations
 
-import struct
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,38 +12,10 @@ import recorder.core.media_path as media_path
 from recorder.core.events import RecordingAudio, RecordingEnded, RecordingStarted
 from recorder.core.model import Frame
 from recorder.core.pipeline import RecorderCore
-from tests.builders import CallBuilder, rtp
+from tests.builders import CallBuilder, fast_udp, rtp
 from tests.core.test_timeline_rules import CALLER_START, MS, T0
 
 _ENCODINGS = {0: "PCMU/8000", 8: "PCMA/8000", 9: "G722/8000"}  # G.722: stateful, 16 kHz
-_ETH_IP_UDP = struct.Struct("!6s6sHBBHHHBBH4s4sHHHH")
-
-
-def fast_udp(src: str, sport: int, dst: str, dport: int, payload: bytes) -> bytes:
-    """An Ethernet/IPv4/UDP frame without scapy (hypothesis makes many)."""
-    ip = lambda a: bytes(int(x) for x in a.split("."))  # noqa: E731
-    return (
-        _ETH_IP_UDP.pack(
-            b"\2" * 6,
-            b"\4" * 6,
-            0x0800,
-            0x45,
-            0,
-            28 + len(payload),
-            0,
-            0,
-            64,
-            17,
-            0,
-            ip(src),
-            ip(dst),
-            sport,
-            dport,
-            8 + len(payload),
-            0,
-        )
-        + payload
-    )
 
 
 def record(frames: list[Frame]) -> list[tuple[int, int, int, bytes]]:

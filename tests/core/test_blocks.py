@@ -17,8 +17,8 @@ from recorder.core.limits import CoreLimits
 from recorder.core.model import Frame, FrameBlock
 from recorder.core.pipeline import RecorderCore
 from recorder.runtime.sources import CaptureFile
-from tests.builders import rtp
-from tests.core.test_batch_equivalence import build, fast_udp, packet_ops
+from tests.builders import fast_udp, rtp
+from tests.core.test_batch_equivalence import build, packet_ops
 from tests.core.test_timeline_rules import MS
 
 REPO = Path(__file__).resolve().parents[2]

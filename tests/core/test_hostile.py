@@ -13,8 +13,7 @@ from recorder.core.limits import CoreLimits
 from recorder.core.media_path import MAX_PENDING
 from recorder.core.model import Frame
 from recorder.core.pipeline import RecorderCore
-from tests.builders import CallBuilder, rtp
-from tests.core.test_batch_equivalence import fast_udp
+from tests.builders import CallBuilder, fast_udp, rtp
 from tests.core.test_timeline_rules import CALLER_START, MS, T0, base_call, expected, full
 
 

@@ -68,6 +68,8 @@ class ProcessCapture:
             raise
         if message[:1] != _READY:
             self.close()
+            if not message:
+                raise CaptureError(f"the capture process did not start in {_START_TIMEOUT_S:.0f} s")
             raise CaptureError(f"capture process: unexpected first message {message[:1]!r}")
         linktype, warning = message[1:5], message[5:]
         self._linktype = int.from_bytes(linktype, "little")

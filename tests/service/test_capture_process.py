@@ -81,3 +81,14 @@ def test_the_child_ends_when_the_recording_process_is_gone() -> None:
     capture._conn.close()  # what the recording process's death does to the pipe
     child.join(timeout=5)
     assert not child.is_alive()
+
+
+def test_a_capture_process_that_does_not_start_is_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import recorder.runtime.capture_process as capture_process
+
+    monkeypatch.setattr(capture_process, "_START_TIMEOUT_S", 0.001)  # never in time
+    with pytest.raises(CaptureError) as info:
+        ProcessCapture(CaptureSettings(interface="lo", filter="udp"))
+    assert str(info.value) == "the capture process did not start in 0 s"

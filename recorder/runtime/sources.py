@@ -26,6 +26,7 @@ from typing import BinaryIO, TypeVar
 
 import numpy as np
 from dpkt import pcap, pcapng
+from numpy.typing import NDArray
 
 from recorder.core.model import Frame, FrameBlock
 from recorder.errors import RecorderError
@@ -37,6 +38,10 @@ BLOCK_BYTES = 16 << 20  # a pcap file is read (and fed to the core) this much at
 # big blocks keep many packets per call side in one numpy pass (at 10,000 calls, 16 MiB
 # gave 1.25x the throughput of 8 MiB; the block and its temporaries cost about 50 MiB)
 BLOCK_FRAMES = 1 << 15  # frames per block made from pcapng
+_RUN_WAIT = 3  # records of the previous one's length in a row before a run is probed
+_RUN_WAIT_MAX = 256  # after probes that found no run
+_RUN_WORTH = 32  # records a probe must find to pay for its numpy calls (about 5 us)
+_RUN_PROBE, _RUN_PROBE_MAX = 64, 1 << 16  # records a probe looks at, growing while runs last
 
 _PCAPNG_MAGIC = struct.pack(">I", pcapng.PCAPNG_BT_SHB)
 # magic bytes as stored -> (byte order, fraction-to-ns factor, record header size)
@@ -54,6 +59,7 @@ _BT_SPB = pcapng.PCAPNG_BT_SPB
 
 
 _Item = TypeVar("_Item", Frame, FrameBlock)
+Offsets = NDArray[np.int64]
 
 
 class CaptureFileError(RecorderError):
@@ -183,7 +189,6 @@ def _pcap_blocks(f: BinaryIO) -> Iterator[FrameBlock]:
     """Classic pcap, a read at a time: the records wholly inside each read become a block
     (their headers are read with numpy); a record cut by the read's end starts the next."""
     order, frac_ns, record_size, linktype = _pcap_header(f)
-    caplen_at = struct.Struct(order + "I").unpack_from
     fields = np.dtype(order + "u4")
     columns = np.arange(12, dtype=np.int64)
     carry = b""
@@ -192,21 +197,8 @@ def _pcap_blocks(f: BinaryIO) -> Iterator[FrameBlock]:
         data = carry + chunk if carry else chunk
         if not data:
             return
-        offsets: list[int] = []
-        add = offsets.append
-        pos, size, bad = 0, len(data), False
-        while pos + record_size <= size:  # the one per-record Python loop: lengths chain
-            caplen = caplen_at(data, pos + 8)[0]
-            if caplen > MAX_RECORD_BYTES:
-                bad = True
-                break
-            end = pos + record_size + caplen
-            if end > size:
-                break
-            add(pos)
-            pos = end
-        if offsets:
-            at = np.array(offsets, dtype=np.int64)
+        at, pos, bad = _record_offsets(data, order, record_size)
+        if len(at):
             head = np.frombuffer(data, dtype=np.uint8)[at[:, None] + columns]
             sec, frac, caplen_v = head.view(fields).astype(np.int64).T
             starts = at + record_size
@@ -219,6 +211,60 @@ def _pcap_blocks(f: BinaryIO) -> Iterator[FrameBlock]:
             if carry:
                 raise _Stop("truncated_record")
             return
+
+
+def _record_offsets(data: bytes, order: str, record_size: int) -> tuple[Offsets, int, bool]:
+    """Offsets of the whole records in `data`, where the first one not whole starts, and
+    whether a record's length is impossible (the records before it are still whole).
+
+    Lengths chain, so records are walked one at a time, except along a run of records of
+    one length (RTP of one codec and framing: most of a call capture), whose length fields
+    are checked all at once with a strided numpy view. A probe that finds no run makes the
+    next one wait longer, so mixed lengths cost the plain walk plus a little."""
+    caplen_at = struct.Struct(order + "I").unpack_from
+    field = np.dtype(order + "u4")
+    pieces: list[Offsets] = []
+    offsets: list[int] = []
+    add = offsets.append
+    pos, size, bad = 0, len(data), False
+    previous, same, wait, probe = -1, 0, _RUN_WAIT, _RUN_PROBE
+    while pos + record_size <= size:  # the per-record Python loop
+        caplen = caplen_at(data, pos + 8)[0]
+        if caplen > MAX_RECORD_BYTES:
+            bad = True
+            break
+        stride = record_size + caplen
+        if pos + stride > size:
+            break
+        if caplen != previous:
+            previous = caplen
+            same = 0
+        elif same < wait:
+            same += 1
+        else:  # a run: the records of this length that follow, checked at once
+            count = min(probe, (size - pos) // stride)
+            lengths = np.ndarray((count,), field, data, pos + 8, (stride,))
+            differ = np.flatnonzero(lengths != caplen)
+            run = int(differ[0]) if len(differ) else count
+            if offsets:
+                pieces.append(np.array(offsets, dtype=np.int64))
+                offsets.clear()
+            pieces.append(pos + stride * np.arange(run, dtype=np.int64))
+            pos += stride * run
+            previous, same = -1, 0
+            if run < _RUN_WORTH:  # too short to pay for the probe: wait longer next time
+                wait, probe = min(wait * 2, _RUN_WAIT_MAX), _RUN_PROBE
+            elif run == count:  # the run went on past the probe: look further next time
+                wait, probe = _RUN_WAIT, min(probe * 4, _RUN_PROBE_MAX)
+            else:
+                wait, probe = _RUN_WAIT, max(_RUN_PROBE, 2 * run)
+            continue
+        add(pos)
+        pos += stride
+    if offsets:
+        pieces.append(np.array(offsets, dtype=np.int64))
+    at = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+    return at, pos, bad
 
 
 def _gather(frames: Iterator[Frame]) -> Iterator[FrameBlock]:

@@ -274,6 +274,40 @@ def test_blocks_read_what_frames_read(
     assert blocks == one
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    lengths=st.lists(st.sampled_from([0, 3, 40, 41]), max_size=400),
+    runs=st.lists(st.tuples(st.sampled_from([0, 40, 41]), st.integers(1, 300)), max_size=6),
+    order=st.sampled_from(["<", ">"]),
+    magic=st.sampled_from([PCAP_US, PCAP_MODIFIED]),
+    tail=st.sampled_from([b"", b"\0" * 20, struct.pack("<IIII", 1, 2, 0x7FFFFFFF, 0)]),
+    read_size=st.sampled_from([100, 5000, 1 << 20]),
+    probe=st.sampled_from([(1, 2, 2, 4), (3, 8, 32, 64)]),
+)
+def test_runs_of_one_length_read_as_records(
+    lengths: list, runs: list, order: str, magic: int, tail: bytes, read_size: int, probe: tuple
+) -> None:
+    """Runs of records of one length are taken at once (a strided numpy check); whatever
+    the runs, their breaks, a read cutting one, a bad length after one and the probe's
+    settings, the records and the stop are those of the record-by-record reader."""
+    sizes = lengths + [n for size, count in runs for n in [size] * count]
+    records = [(k, k % 1000, bytes([k % 251]) * n) for k, n in enumerate(sizes)]
+    data = pcap(records, magic=magic, order=order) + tail
+    wait, wait_max, worth, probe_min = probe
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "c.pcap"
+        path.write_bytes(data)
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(sources, "BLOCK_BYTES", read_size)
+            m.setattr(sources, "_RUN_WAIT", wait)
+            m.setattr(sources, "_RUN_WAIT_MAX", wait_max)
+            m.setattr(sources, "_RUN_WORTH", worth)
+            m.setattr(sources, "_RUN_PROBE", probe_min)
+            one, blocks = read_both(path)
+    assert blocks == one
+    assert [f.data for f in one[0][: len(records)]] == [r[2] for r in records]
+
+
 def test_pcapng_blocks_split_by_link_type(tmp_path: Path) -> None:
     data = shb() + idb("<", 1) + idb("<", 101) + epb("<", 0, 1, A) + epb("<", 1, 2, B)
     data += epb("<", 1, 3, C) + epb("<", 0, 4, A) + b"\0\0\0"

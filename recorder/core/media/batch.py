@@ -177,7 +177,8 @@ def _place(path: MediaPath, streams: list[_Stream], length: int) -> None:
     duplicates = np.bincount(gid[order][1:][same], minlength=len(streams)).tolist()
     copy = np.zeros(total, dtype=bool)  # later copies of a packet: the first copy wins
     copy[order[1:][same]] = True
-    samples = decode_g711_block(block[:, 12:], table)  # (rows of stateful codecs: unused)
+    # G.711 rows decoded with one gather (those of stateful codecs are decoded below).
+    samples = decode_g711_block(block[:, 12:], table) if len(stateful) < len(chosen) else None
     step = np.ones(total, dtype=bool)
     step[1:] = positions[1:] - positions[:-1] == width[1:]
     step[starts] = True
@@ -205,6 +206,7 @@ def _place(path: MediaPath, streams: list[_Stream], length: int) -> None:
         side.stats.duplicates += duplicates[g]
         call.last_rtp_ns = max(call.last_rtp_ns, latest[g])
         if codec is None:
+            assert samples is not None
             pcm = samples[a:b]
         else:  # each packet once, in arrival order (no copies: checked above)
             pcm = side.decoder(codec)(block[a:b, 12:].tobytes()).reshape(b - a, -1)

@@ -93,6 +93,8 @@ class SideTimeline:
 
     def seen(self, keys: NDArray[np.int64]) -> NDArray[np.bool_]:
         """Which of these packets (seq << 32 | ts) were placed before: copies."""
+        if not len(keys) or keys.min() > self._seen.max():  # all newer: the usual case
+            return np.zeros(len(keys), dtype=bool)
         ring = np.sort(self._seen)  # (np.isin costs several times more on 512 keys)
         at = np.minimum(np.searchsorted(ring, keys), len(ring) - 1)
         found: NDArray[np.bool_] = ring[at] == keys

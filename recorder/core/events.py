@@ -26,10 +26,11 @@ class RecordingStarted:
 @dataclass(frozen=True, slots=True)
 class RecordingAudio:
     """More of the recording: interleaved s16le PCM (channel 0 caller, channel 1 callee),
-    or raw RTP records for a recording whose content is "rtp"."""
+    or raw RTP records for a recording whose content is "rtp". (A bytearray when the
+    core made it for this event alone: handed over without a copy.)"""
 
     serial: int
-    pcm: bytes
+    pcm: bytes | bytearray
 
 
 @dataclass(frozen=True, slots=True)

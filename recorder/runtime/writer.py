@@ -3,12 +3,13 @@
 Crash safety (format-v1.md, "Recovery"): the wrapped file key is committed (durably) to the
 key store before the recording's first byte is written; the header and sealed segments are
 appended as they fill, and made durable together, for every open recording at once, by one
-group sync (`syncfs`) at most `fsync_interval_s` apart; at the end the final segment is
-written, the file fsynced and renamed from `.rec.partial` to `.rec`, and the audit record of
-its hash synced. What a crash can lose is therefore bounded by:
+group sync (`syncfs`, in a background thread) started every `fsync_interval_s`; at the end
+the final segment is written, the file fsynced and renamed from `.rec.partial` to `.rec`,
+and the audit record of its hash synced. What a crash can lose is therefore bounded by:
   - SIGKILL (the OS survives): the core's jitter window and flush cadence (at most 2 s) plus
     the unsealed segment tail (< 16 KiB: 0.5 s of 8 kHz stereo);
-  - power loss: additionally what was written since the last group sync (`fsync_interval_s`).
+  - power loss: additionally what was written since the start of the last group sync that
+    completed (`fsync_interval_s`, plus however long that sync took).
 """
 
 from __future__ import annotations
@@ -302,7 +303,7 @@ class ArchiveWriter:
         now = time.monotonic()
         if now - self._last_sync >= self._fsync_interval:
             self._last_sync = now
-            self._group.sync(r.fd for r in self._open.values() if not r.failed)
+            self._group.sync_soon(r.fd for r in self._open.values() if not r.failed)
 
     def _end(self, rec: OpenRecording, event: RecordingEnded, retention_class: str) -> None:
         """Seal the final segment; the rest of the closing waits for `commit`, so that calls

@@ -147,7 +147,7 @@ def main() -> None:
         type=float,
         nargs="+",
         default=None,
-        help="call length per case (default: about 2M packets a case)",
+        help="call length per case (default: 10 s from 1,000 calls up, else about 2M packets)",
     )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument(

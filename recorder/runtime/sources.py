@@ -187,10 +187,11 @@ def _pcap(f: BinaryIO) -> Iterator[Frame]:
 
 def _pcap_blocks(f: BinaryIO) -> Iterator[FrameBlock]:
     """Classic pcap, a read at a time: the records wholly inside each read become a block
-    (their headers are read with numpy); a record cut by the read's end starts the next."""
+    (their headers are read with numpy); a record cut by the read's end starts the next:
+    read again after a seek back (no copy of the block to put it in front), or, from a pipe
+    or when not even one record was whole, carried in front of the next read."""
     order, frac_ns, record_size, linktype = _pcap_header(f)
-    fields = np.dtype(order + "u4")
-    columns = np.arange(12, dtype=np.int64)
+    seekable = f.seekable()
     carry = b""
     while True:
         chunk = f.read(BLOCK_BYTES)
@@ -199,18 +200,38 @@ def _pcap_blocks(f: BinaryIO) -> Iterator[FrameBlock]:
             return
         at, pos, bad = _record_offsets(data, order, record_size)
         if len(at):
-            head = np.frombuffer(data, dtype=np.uint8)[at[:, None] + columns]
-            sec, frac, caplen_v = head.view(fields).astype(np.int64).T
+            sec, frac, caplen_v = _header_words(data, at, order)
             starts = at + record_size
             times = sec * NS_PER_S + frac * frac_ns
             yield FrameBlock(linktype, data, starts, starts + caplen_v, times)
         if bad:
             raise _Stop("bad_record_length")
+        if seekable and chunk and pos:
+            f.seek(pos - len(data), os.SEEK_CUR)
+            carry = b""
+            continue
         carry = data[pos:]
         if not chunk:
             if carry:
                 raise _Stop("truncated_record")
             return
+
+
+def _header_words(data: bytes, at: Offsets, order: str) -> NDArray[np.int64]:
+    """The first three 32-bit words (seconds, fraction, caplen) of the record headers at
+    `at`: each record is read from the word view of the file aligned as it is (a gather of
+    12 bytes a record built an index of 96 bytes a record, and cost 2.5x as much)."""
+    field = np.dtype(order + "u4")
+    out = np.empty((3, len(at)), dtype=np.int64)
+    align = at & 3
+    for shift in range(4):
+        rows = np.flatnonzero(align == shift)
+        if len(rows):
+            words = np.frombuffer(data, field, (len(data) - shift) // 4, shift)
+            first = at[rows] >> 2
+            for k in range(3):
+                out[k, rows] = words[first + k]
+    return out
 
 
 def _record_offsets(data: bytes, order: str, record_size: int) -> tuple[Offsets, int, bool]:

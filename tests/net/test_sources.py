@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 from decimal import Decimal
 from pathlib import Path
 
@@ -306,6 +308,32 @@ def test_runs_of_one_length_read_as_records(
             one, blocks = read_both(path)
     assert blocks == one
     assert [f.data for f in one[0][: len(records)]] == [r[2] for r in records]
+
+
+def test_blocks_from_a_pipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A capture read from a FIFO (no seeking back): records cut by a read are carried to
+    the next one, and the blocks hold the frames a file gives."""
+    records = [(k, k, bytes([k]) * (k % 7 * 13)) for k in range(60)]
+    data = pcap(records) + b"\0" * 5
+    path = write(tmp_path, data, "c.pcap")
+    expected = read_both(path)[0]
+    fifo = tmp_path / "c.fifo"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        for _ in range(2):  # CaptureFile reads the magic, then the whole capture
+            with open(fifo, "wb") as w:
+                w.write(data)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    monkeypatch.setattr(sources, "BLOCK_BYTES", 100)
+    capture = CaptureFile(fifo)
+    blocks = list(capture.blocks())
+    writer.join(10)
+    got = ([f for b in blocks for f in b.frames()], capture.truncated, capture.stop_reason)
+    assert got == expected[:3]
+    assert capture.stop_reason == "truncated_record"
 
 
 def test_pcapng_blocks_split_by_link_type(tmp_path: Path) -> None:

@@ -54,6 +54,10 @@ def _print_summary(s: ReplaySummary, archive: object) -> None:
     print(f"captures read     {s.files} ({s.frames} frames)", file=out)
     for name in s.truncated_files:
         print(f"  truncated: {name} (read up to the cut)", file=out)
+    if s.skipped_packets:
+        print(
+            f"  skipped: {s.skipped_packets} packet(s) with no usable time or interface", file=out
+        )
     print(f"SIP messages      {s.sip_messages}", file=out)
     print(f"RTP packets       {s.rtp_packets} (+{s.rtcp_packets} RTCP ignored)", file=out)
     print(f"calls seen        {s.calls_seen}", file=out)

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 class ReplaySummary:
     files: int = 0
     truncated_files: list[str] = field(default_factory=list)
+    skipped_packets: int = 0  # packet blocks with no usable time or interface (pcapng)
     frames: int = 0
     calls_seen: int = 0
     recorded: int = 0
@@ -74,6 +75,7 @@ def replay(
                 drain(core, session.writer)
             feed_blocks(capture.blocks(), core, session.writer, loop, guard=guard)
             summary.files += 1
+            summary.skipped_packets += capture.skipped_blocks
             if capture.truncated:
                 summary.truncated_files.append(str(path))
         core.close()
@@ -82,6 +84,7 @@ def replay(
         session.audit.append(
             "replay.finished",
             frames=summary.frames,
+            skipped_packets=summary.skipped_packets,
             recorded=summary.recorded,
             not_recorded=sum(summary.not_recorded.values()),
             failed=summary.failed,

@@ -23,6 +23,7 @@ from tests.core.test_timeline_rules import (
     full,
     payload,
 )
+from tests.net.capwrite import epb, idb, shb
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -239,3 +240,30 @@ def test_wrong_key_is_detected(
     code, wav, err = export(capsys, recorded, "call-1@test", "wrong.wav")
     assert code == 1 and not wav.exists()
     assert "needs master key" in err
+
+
+def test_replay_skips_a_packet_without_a_usable_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pcapng packet whose time lies beyond int64 nanoseconds (here 2^40 s) crashed the
+    replay; it is now skipped and counted, and the call around it is recorded."""
+    frames = base_call().frames
+    data = shb() + idb("<", 1, tsresol=9) + idb("<", 1, tsresol=0)
+    for k, frame in enumerate(frames):
+        data += epb("<", 0, frame.ts_ns, frame.data)
+        if k == len(frames) // 2:
+            data += epb("<", 1, 2**40, frame.data)
+    capture = tmp_path / "far-future.pcapng"
+    capture.write_bytes(data)
+    archive, key = tmp_path / "archive", tmp_path / "k.key"
+    code, out, _ = run_cli(
+        capsys, "replay", "--dev-key", "--archive", str(archive), "--key", str(key), str(capture)
+    )
+    assert code == 0
+    assert f"captures read     1 ({len(frames)} frames)" in out
+    assert "skipped: 1 packet(s) with no usable time or interface" in out
+    assert "calls recorded    1" in out
+    lines = (archive / "audit" / "audit.jsonl").read_text().splitlines()
+    audit = [json.loads(line) for line in lines]
+    finished = [r for r in audit if r["event"] == "replay.finished"]
+    assert finished and finished[-1]["skipped_packets"] == 1

@@ -329,6 +329,29 @@ def test_blocks_from_a_pipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert [f for b in blocks for f in b.frames()] == expected
 
 
+@pytest.mark.parametrize(
+    ("tsresol", "tsoffset", "units"),
+    [(0, None, 2**40), (0, 2**62, 5), (0, -(2**62), 5), (9, 2**34, 2**63)],
+    ids=["seconds past 2262", "offset past 2262", "offset before 1677", "ns plus offset"],
+)
+def test_pcapng_time_beyond_int64_is_skipped(
+    tmp_path: Path, tsresol: int, tsoffset: int | None, units: int
+) -> None:
+    """A packet whose time does not fit in int64 nanoseconds (1677-2262) is skipped and
+    counted, by both readers alike; the packets around it are read (found by
+    fuzz/fuzz_capture.py: the block reader raised OverflowError)."""
+    data = shb() + idb("<", 1) + idb("<", 1, tsresol=tsresol, tsoffset=tsoffset)
+    data += epb("<", 0, 1, A) + epb("<", 1, units, B) + epb("<", 0, 2, C)
+    path = write(tmp_path, data)
+    one, blocks = read_both(path)
+    assert blocks == one
+    assert [f.data for f in one[0]] == [A, C]
+    assert CaptureFile(path).skipped_blocks == 0  # (counted while reading)
+    capture = CaptureFile(path)
+    list(capture.blocks())
+    assert capture.skipped_blocks == 1
+
+
 def test_pcapng_blocks_split_by_link_type(tmp_path: Path) -> None:
     data = shb() + idb("<", 1) + idb("<", 101) + epb("<", 0, 1, A) + epb("<", 1, 2, B)
     data += epb("<", 1, 3, C) + epb("<", 0, 4, A) + b"\0\0\0"

@@ -11,7 +11,7 @@ draft-ietf-opsawg-pcapng), with dpkt's magic and block-type constants:
 - pcapng: every section and byte order, one link type and resolution per interface
   (`if_tsresol`, `if_tsoffset`), enhanced and obsolete packet blocks. Simple packet
   blocks carry no timestamp and are skipped (counted in `skipped_blocks`), and so are
-  packets whose time falls outside int64 nanoseconds (years 1677-2262).
+  packets whose time classic pcap could not carry either (before 1970, after 2106).
 - Timestamps are integers throughout. A resolution finer than 1 ns (10^-n with
   n > 9, or 2^-n) is floored to whole nanoseconds; nothing else is rounded.
 - A file cut mid-record (or a record whose length is impossible) yields every
@@ -57,9 +57,10 @@ _PCAP_MAGICS = {
 _OPT_TSRESOL = pcapng.PCAPNG_OPT_IF_TSRESOL
 _OPT_TSOFFSET = pcapng.PCAPNG_OPT_IF_TSOFFSET
 _BT_SPB = pcapng.PCAPNG_BT_SPB
-# Capture times are int64 nanoseconds downstream (numpy blocks, the index): a pcapng time
-# (64-bit units, any resolution, a 64-bit offset) outside that range is no time at all.
-_TS_MIN, _TS_MAX = -(2**63), 2**63 - 1
+# A pcapng time (64-bit units, any resolution, a 64-bit offset) can say anything; downstream
+# times are int64 nanoseconds, with timeouts and durations added to them (numpy blocks, the
+# index). Accepted: what classic pcap can say too, 1970 to 2106 (half the int64 range).
+_TS_MIN, _TS_MAX = 0, 2**32 * NS_PER_S - 1
 
 
 _Item = TypeVar("_Item", Frame, FrameBlock)
@@ -394,7 +395,7 @@ def _options(body: bytes, off: int, order: str) -> Iterator[tuple[int, bytes]]:
 
 def _packet(body: bytes, order: str, btype: int, interfaces: list[_Interface]) -> Frame | None:
     """Enhanced (or obsolete) packet block -> Frame; None if its interface is unknown or
-    its time does not fit in int64 nanoseconds."""
+    its time is out of range (before 1970 or after 2106)."""
     if len(body) < 20:
         raise _Stop("bad_block_length")
     if btype == pcapng.PCAPNG_BT_EPB:
@@ -408,6 +409,6 @@ def _packet(body: bytes, order: str, btype: int, interfaces: list[_Interface]) -
     linktype, multiplier, shift, divisor, offset_ns = interfaces[iface]
     units = (ts_high << 32) | ts_low
     ts_ns = ((units * multiplier) >> shift) // divisor + offset_ns
-    if not _TS_MIN <= ts_ns <= _TS_MAX:  # beyond the year 2262 (or 1677): no usable time
+    if not _TS_MIN <= ts_ns <= _TS_MAX:  # before 1970 or after 2106: no usable time
         return None
     return Frame(ts_ns, linktype, body[20 : 20 + caplen])

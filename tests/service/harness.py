@@ -147,6 +147,17 @@ class Recorder:
                 samples[name] = float(value)
         return samples
 
+    def scrape_until(self, name: str, value: float, timeout: float = 5.0) -> dict[str, float]:
+        """The metrics once `name` reads `value` (or at the deadline, for the caller to
+        assert on): the core's timers (call ends, audio flushes) run once a second of
+        capture time, so what follows a BYE shows up within about two seconds."""
+        deadline = time.monotonic() + timeout
+        metrics = self.scrape()
+        while metrics.get(name) != value and time.monotonic() < deadline:
+            time.sleep(0.1)
+            metrics = self.scrape()
+        return metrics
+
     def audit(self) -> list[dict[str, object]]:
         path = self.archive / "audit" / "audit.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()]

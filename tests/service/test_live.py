@@ -34,8 +34,7 @@ def test_sigterm_records_finished_and_open_calls_complete(
         first.bye()
         second.setup()
         second.talk(40)
-        time.sleep(0.3)
-        metrics = recorder.scrape()
+        metrics = recorder.scrape_until("recorder_calls_active", 1)  # the first one ended
         notes = recorder.notifications + _drain(recorder)
         assert recorder.stop() == 0  # `second` is still up: closed by the shutdown
     finally:

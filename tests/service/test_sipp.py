@@ -45,8 +45,7 @@ def test_sipp_calls_are_recorded_and_decode_to_the_audio_sent(tmp_path: Path) ->
             timeout=30,
         )
         assert uac.returncode == 0, uac.stdout[-2000:]
-        time.sleep(1.5)  # past the BYE linger: every call has ended
-        metrics = recorder.scrape()
+        metrics = recorder.scrape_until("recorder_calls_active", 0)  # past the BYE linger
         assert recorder.stop() == 0
     finally:
         uas.terminate()

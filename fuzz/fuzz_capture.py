@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import _common
@@ -36,7 +35,10 @@ SEEDS = [p.read_bytes()[:6000] for p in sorted((_common.ROOT / "pcaps").glob("*.
 ]
 READ_SIZES = (16, 100, 999, 4096, 1 << 20)
 PROBES = ((1, 2, 2, 4), (3, 256, 32, 64))  # (wait, wait_max, worth, first probe)
-FILE = Path(tempfile.mkdtemp(prefix="fuzz-capture-")) / "c.pcap"
+# The capture lives in memory (libFuzzer ends the process with exit(): no clean-up would
+# run, and a temporary file would be left behind by every run).
+_MEMFD = os.memfd_create("fuzz-capture")
+FILE = Path(f"/proc/self/fd/{_MEMFD}")
 
 
 def read(path: Path) -> tuple[object, ...]:
@@ -53,7 +55,8 @@ def test_one_input(data: bytes) -> None:
     wait, wait_max, worth, probe = PROBES[fdp.ConsumeIntInRange(0, 1)]
     sources._RUN_WAIT, sources._RUN_WAIT_MAX = wait, wait_max
     sources._RUN_WORTH, sources._RUN_PROBE = worth, probe
-    FILE.write_bytes(_common.seeded_input(fdp, SEEDS))
+    os.ftruncate(_MEMFD, 0)
+    os.pwrite(_MEMFD, _common.seeded_input(fdp, SEEDS), 0)
     try:
         one, blocks = read(FILE)
     except CaptureFileError:
@@ -64,7 +67,4 @@ def test_one_input(data: bytes) -> None:
 
 if __name__ == "__main__":
     atheris.Setup(sys.argv, test_one_input)
-    try:
-        atheris.Fuzz()
-    finally:
-        os.unlink(FILE) if FILE.exists() else None
+    atheris.Fuzz()

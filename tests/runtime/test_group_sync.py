@@ -109,5 +109,7 @@ def test_close_ends_the_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(durability, "_SYNCFS", SlowSyncfs(0.1))
     group = GroupSync(tmp_path)
     group.sync_soon([])
+    thread = group._thread
+    assert thread is not None and thread.is_alive()
     group.close()
-    assert not any(t.name == "group-sync" and t.is_alive() for t in threading.enumerate())
+    assert not thread.is_alive()

@@ -1,20 +1,24 @@
 """Live capture read by a process of its own, so that one core reads the ring while the other
 records (`capture.reader_process`).
 
-The child opens the libpcap handle, reads frames with `pcap_next_ex` and sends them to the
-recording process in batches over a pipe: a batch goes when it holds `BATCH_FRAMES`
-frames, when the ring is empty (then marked idle: everything captured so far has been
-sent), or at least every `FLUSH_S`. The recording process turns each batch into one
-`FrameBlock` for the core, in capture order, so recording is exactly what the in-process
-capture gives; only the reading moved.
+The child opens the libpcap handle, has libpcap write what the ring holds as pcap records
+(`live.RingReader`) and sends them to the recording process in batches over a pipe: a batch
+goes when it holds `BATCH_FRAMES` frames, when the ring is empty (then marked idle:
+everything captured so far has been sent), or at least every `FLUSH_S`; a quiet ring is
+reported idle every `FLUSH_S` (an empty batch). Only such a report makes a tick idle in the
+recording process: silence from the child (no CPU, say) says nothing of the ring. The recording
+process reads each batch's records into one `FrameBlock` for the core, in capture order, so
+recording is exactly what the in-process capture gives; only the reading moved. No Python
+runs per frame in the child.
 
 Why not a flow hash over several recording processes (PACKET_FANOUT): a call's SIP and its
 RTP are different flows, and its two RTP directions (NAT'd ones especially) hash apart, so
 no hash of the packet alone puts a whole call in one process; every recording process
 would have to read every packet to follow the signalling.
 
-Messages (a tag byte, then): READY linktype and warning; FRAMES idle flag, kernel counters,
-then per frame its length and time, then the frames back to back; ERROR a message; END.
+Messages (a tag byte, then): READY linktype, the records' pcap file header (byte order and
+time precision) and warning; FRAMES idle flag, kernel counters and frame count, then the
+pcap records; ERROR a message; END.
 The recording process says STOP; the child then sends what the ring holds for one block
 timeout and ends. If the recording process dies, the child sees its pipe close and exits.
 """
@@ -31,14 +35,12 @@ import time
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 
-import numpy as np
-
 from recorder.config import CaptureSettings
 from recorder.core.model import FrameBlock
 from recorder.runtime.libpcap import CaptureError, PcapHandle, PcapStats
-from recorder.runtime.live import CaptureState, open_handle
+from recorder.runtime.live import CaptureState, RingReader, open_handle
+from recorder.runtime.sources import pcap_file_header, records_block
 
-BATCH_FRAMES = 32768  # frames per message at most (about 7 MiB of G.711 RTP)
 FLUSH_S = 0.1  # under load, a batch goes at least this often (the ring never empties)
 _READY, _FRAMES, _ERROR, _END, _STOP = b"R", b"F", b"E", b"N", b"S"
 _HEAD = struct.Struct("<BQQQI")  # idle, received, dropped, if_dropped, frames
@@ -71,9 +73,9 @@ class ProcessCapture:
             if not message:
                 raise CaptureError(f"the capture process did not start in {_START_TIMEOUT_S:.0f} s")
             raise CaptureError(f"capture process: unexpected first message {message[:1]!r}")
-        linktype, warning = message[1:5], message[5:]
-        self._linktype = int.from_bytes(linktype, "little")
-        self.warning = warning.decode("utf-8", "replace")
+        self._linktype = int.from_bytes(message[1:5], "little")
+        self._format = pcap_file_header(message[5:29])
+        self.warning = message[29:].decode("utf-8", "replace")
         self.state = CaptureState(linktype=self._linktype)
 
     @property
@@ -106,8 +108,11 @@ class ProcessCapture:
                 self._stop_sent = True
                 self._conn.send_bytes(_STOP)
             message = self._receive(tick_s)
-            if not message:  # quiet: every batch the child sent has been recorded
-                tick(True)
+            if not message:
+                # The child said nothing, not even that the ring is empty (it reports that
+                # every FLUSH_S when quiet): it may have had no CPU, and frames may wait in
+                # the ring, so this tick is not idle and the core's timers wait for them.
+                tick(False)
                 next_tick = clock() + tick_s
                 continue
             if message[:1] == _END:
@@ -128,13 +133,13 @@ class ProcessCapture:
     def _block(self, message: bytes) -> tuple[FrameBlock, bool]:
         idle, received, dropped, if_dropped, count = _HEAD.unpack_from(message, 1)
         self.state.kernel = PcapStats(received, dropped, if_dropped)
-        at = 1 + _HEAD.size
-        lengths = np.frombuffer(message, dtype="<u4", count=count, offset=at).astype(np.int64)
-        at += 4 * count
-        times = np.frombuffer(message, dtype="<i8", count=count, offset=at).astype(np.int64)
-        at += 8 * count
-        ends = at + np.cumsum(lengths)
-        return FrameBlock(self._linktype, message, ends - lengths, ends, times), bool(idle)
+        order, frac_ns, record_size, _ = self._format
+        block, pos, bad = records_block(
+            self._linktype, message, 1 + _HEAD.size, order, frac_ns, record_size
+        )
+        if bad or pos != len(message) or len(block) != count:  # libpcap wrote them: a bug
+            raise CaptureError(f"capture records do not parse: {len(block)} of {count} frames")
+        return block, bool(idle)
 
     def close(self) -> None:
         if self._process.is_alive() and not self._stop_sent:
@@ -165,67 +170,50 @@ def _child(settings: CaptureSettings, conn: Connection) -> None:
     except CaptureError as exc:
         conn.send_bytes(_ERROR + str(exc).encode())
         return
+    reader: RingReader | None = None
     try:
-        conn.send_bytes(_READY + handle.linktype.to_bytes(4, "little") + handle.warning.encode())
-        _read(handle, conn, settings.timeout_ms)
+        reader = RingReader(handle, settings.snaplen)
+        linktype = handle.linktype.to_bytes(4, "little")
+        conn.send_bytes(_READY + linktype + reader.records.header + handle.warning.encode())
+        _read(handle, reader, conn, settings.timeout_ms)
     except CaptureError as exc:
         with contextlib.suppress(OSError):  # the recording process may be gone already
             conn.send_bytes(_ERROR + str(exc).encode())
     except (BrokenPipeError, EOFError, ConnectionResetError):
         pass  # the recording process is gone: nothing to send to
     finally:
+        if reader is not None:
+            reader.close()
         handle.close()
 
 
-def _read(handle: PcapHandle, conn: Connection, timeout_ms: int) -> None:
+def _read(handle: PcapHandle, reader: RingReader, conn: Connection, timeout_ms: int) -> None:
     poller = select.poll()
     poller.register(handle.fd, select.POLLIN)
     poller.register(conn.fileno(), select.POLLIN)
-    next_packet = handle.next
     clock = time.monotonic
-    lengths: list[int] = []
-    times: list[int] = []
-    datas: list[bytes] = []
     drain_until = 0.0
-    flush_at = clock() + FLUSH_S
-    idle_sent = False
+    flush_at = 0.0  # an idle report goes at once
 
     def send(idle: bool) -> None:
-        nonlocal idle_sent
-        idle_sent = idle
         stats = handle.stats()
-        conn.send_bytes(
-            b"".join(
-                (
-                    _FRAMES,
-                    _HEAD.pack(idle, stats.received, stats.dropped, stats.if_dropped, len(datas)),
-                    np.array(lengths, dtype="<u4").tobytes(),
-                    np.array(times, dtype="<i8").tobytes(),
-                    *datas,
-                )
-            )
-        )
-        lengths.clear()
-        times.clear()
-        datas.clear()
+        count = reader.records.frames
+        head = _HEAD.pack(idle, stats.received, stats.dropped, stats.if_dropped, count)
+        conn.send_bytes(b"".join((_FRAMES, head, reader.take())))
 
     while True:
-        got = next_packet()
-        if got is not None:
-            times.append(got[0])
-            lengths.append(len(got[1]))
-            datas.append(got[1])
-            if len(datas) >= BATCH_FRAMES or (not len(datas) % 256 and clock() >= flush_at):
+        if reader.fill():
+            if not reader.has_room or clock() >= flush_at:
                 send(False)
                 flush_at = clock() + FLUSH_S
             continue
-        if datas or not idle_sent:
-            send(True)  # the ring is empty: all captured so far goes now (idle)
-        flush_at = clock() + FLUSH_S
+        if reader.records.frames or clock() >= flush_at:
+            send(True)  # the ring is empty: all captured so far goes now, or that it is quiet
+            flush_at = clock() + FLUSH_S
         if drain_until and clock() >= drain_until:
             conn.send_bytes(_END)
             return
-        for fd, _ in poller.poll(timeout_ms if not drain_until else 10):
+        for fd, _ in poller.poll(min(timeout_ms, int(FLUSH_S * 1000)) if not drain_until else 10):
             # recv_bytes raises EOFError when the pipe closed (the recording process died)
             if fd == conn.fileno() and not drain_until and conn.recv_bytes() == _STOP:
                 drain_until = clock() + timeout_ms / 1000

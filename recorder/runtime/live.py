@@ -1,11 +1,12 @@
 """Live capture as a block source for the shared loop (`runner.feed_blocks`), like a file.
 
 `LiveCapture.blocks()` yields what libpcap hands over as `FrameBlock`s: the frames the ring
-held at once, up to `BATCH_FRAMES`. Between blocks, and at least every `tick_s` when the
-interface is quiet, it calls `tick(idle)`: the service runs its timers, watchdog, reloads
-and shutdown check there. `idle` is True when the ring was empty, i.e. every packet
-captured so far has been processed: only then may timers run at wall-clock time without
-overtaking packets still waiting in the ring. (`capture_process.py` reads the ring in a
+held at once, up to `BATCH_FRAMES`, written by libpcap as pcap records (`RecordBuffer`) and
+read like a capture file's (`sources.records_block`). Between blocks, and at least every
+`tick_s` when the interface is quiet, it calls `tick(idle)`: the service runs its timers,
+watchdog, reloads and shutdown check there. `idle` is True when the ring was empty, i.e.
+every packet captured so far has been processed: only then may timers run at wall-clock
+time without overtaking packets still waiting in the ring. (`capture_process.py` reads the ring in a
 process of its own and gives the same blocks.)
 """
 
@@ -19,10 +20,10 @@ from typing import Protocol
 
 from recorder.config import CaptureSettings
 from recorder.core.model import FrameBlock
-from recorder.runtime.libpcap import PcapHandle, PcapStats
+from recorder.runtime.libpcap import CaptureError, PcapHandle, PcapStats, RecordBuffer
+from recorder.runtime.sources import pcap_file_header, records_block
 
 BATCH_FRAMES = 32768  # frames per block at most (big blocks: numpy pays off per call)
-_CHECK_EVERY = 64  # frames between two looks at the clock under load
 
 
 @dataclass
@@ -64,6 +65,42 @@ def open_handle(settings: CaptureSettings) -> PcapHandle:
     )
 
 
+class RingReader:
+    """The frames waiting in a handle's ring, a block at a time."""
+
+    def __init__(self, handle: PcapHandle, snaplen: int, buffer_bytes: int = 64 << 20) -> None:
+        self.records = RecordBuffer(handle, snaplen, buffer_bytes)
+        self.linktype = handle.linktype
+        self._order, self._frac_ns, self._record_size, _ = pcap_file_header(self.records.header)
+
+    def fill(self) -> int:
+        """Take in what the ring holds, up to a block: how many frames came (0: the ring
+        is empty)."""
+        records = self.records
+        return records.fill(BATCH_FRAMES - records.frames)
+
+    @property
+    def has_room(self) -> bool:
+        records = self.records
+        return records.frames < BATCH_FRAMES and not records.full
+
+    def take(self) -> bytes:
+        """The records taken in since the last take."""
+        return self.records.take()
+
+    def block(self, data: bytes, start: int, count: int) -> FrameBlock:
+        """The `count` frames that `take` gave (at `start` of `data`) as a block."""
+        block, pos, bad = records_block(
+            self.linktype, data, start, self._order, self._frac_ns, self._record_size
+        )
+        if bad or pos != len(data) or len(block) != count:  # libpcap wrote them: a bug
+            raise CaptureError(f"capture records do not parse: {len(block)} of {count} frames")
+        return block
+
+    def close(self) -> None:
+        self.records.close()
+
+
 def open_capture(settings: CaptureSettings) -> Capture:
     """The ring read by a process of its own (`capture.reader_process`), or in this one."""
     if settings.reader_process:
@@ -79,6 +116,11 @@ class LiveCapture:
     def __init__(self, settings: CaptureSettings) -> None:
         self.settings = settings
         self._pcap = open_handle(settings)
+        try:
+            self._reader = RingReader(self._pcap, settings.snaplen)
+        except BaseException:
+            self._pcap.close()
+            raise
         self.warning = self._pcap.warning
         self.state = CaptureState(linktype=self._pcap.linktype)
         self.stopped = False
@@ -98,27 +140,24 @@ class LiveCapture:
         poller = select.poll()
         poller.register(self._pcap.fd, select.POLLIN)
         timeout_ms = max(1, int(tick_s * 1000))
-        linktype = self._pcap.linktype
-        next_packet = self._pcap.next
+        reader = self._reader
         state = self.state
         clock = time.monotonic
         next_tick = clock() + tick_s
         drain_until = 0.0
-        batch: list[tuple[int, bytes]] = []
         while True:
             if self.stopped and not drain_until:
                 drain_until = clock() + self.settings.timeout_ms / 1000
-            got = next_packet()
-            if got is not None:
-                batch.append(got)
-                if len(batch) < BATCH_FRAMES and (len(batch) % _CHECK_EVERY or clock() < next_tick):
-                    continue
-            if batch:  # the ring is empty, the batch is full, or it is time to tick
-                state.frames += len(batch)
-                state.last_ts_ns = batch[-1][0]
-                yield FrameBlock.of(linktype, batch)
-                batch = []
-                if got is not None:  # more waiting: a busy tick, between two blocks
+            got = reader.fill()
+            if got and reader.has_room and clock() < next_tick:
+                continue
+            count = reader.records.frames
+            if count:  # the ring is empty, the block is full, or it is time to tick
+                block = reader.block(reader.take(), 0, count)
+                state.frames += count
+                state.last_ts_ns = int(block.times[-1])
+                yield block
+                if got:  # more may be waiting: a busy tick, between two blocks
                     if clock() >= next_tick:
                         self._update()
                         if drain_until and clock() >= drain_until:
@@ -145,4 +184,5 @@ class LiveCapture:
 
     def close(self) -> None:
         self.state.kernel = self._pcap.stats()
+        self._reader.close()
         self._pcap.close()

@@ -165,6 +165,12 @@ def _pcap_header(f: BinaryIO) -> tuple[str, int, int, int]:
     header = f.read(24)
     if len(header) < 24:
         raise _Stop("truncated_header")
+    return pcap_file_header(header)
+
+
+def pcap_file_header(header: bytes) -> tuple[str, int, int, int]:
+    """Byte order, fraction-to-ns factor, record header size and link type of the 24-byte
+    pcap file header `header`; KeyError for a magic that is not pcap's."""
     order, frac_ns, record_size = _PCAP_MAGICS[header[:4]]
     # The link-type field's upper bits carry FCS information; the type is the low 16.
     linktype = struct.unpack_from(order + "I", header, 20)[0] & 0xFFFF
@@ -203,12 +209,9 @@ def _pcap_blocks(f: BinaryIO) -> Iterator[FrameBlock]:
         data = carry + chunk if carry else chunk
         if not data:
             return
-        at, pos, bad = _record_offsets(data, order, record_size)
-        if len(at):
-            sec, frac, caplen_v = _header_words(data, at, order)
-            starts = at + record_size
-            times = sec * NS_PER_S + frac * frac_ns
-            yield FrameBlock(linktype, data, starts, starts + caplen_v, times)
+        block, pos, bad = records_block(linktype, data, 0, order, frac_ns, record_size)
+        if len(block):
+            yield block
         if bad:
             raise _Stop("bad_record_length")
         if seekable and chunk and pos:
@@ -220,6 +223,22 @@ def _pcap_blocks(f: BinaryIO) -> Iterator[FrameBlock]:
             if carry:
                 raise _Stop("truncated_record")
             return
+
+
+def records_block(
+    linktype: int, data: bytes, start: int, order: str, frac_ns: int, record_size: int = 16
+) -> tuple[FrameBlock, int, bool]:
+    """The whole pcap records in `data` from `start` on, as a block (no copy: the frames
+    stay between their headers), where the first one not whole starts, and whether a
+    record's length is impossible. Capture files and the live ring both come this way."""
+    at, pos, bad = _record_offsets(data, order, record_size, start)
+    sec, frac, caplen = _header_words(data, at, order)
+    starts = at + record_size
+    return (
+        FrameBlock(linktype, data, starts, starts + caplen, sec * NS_PER_S + frac * frac_ns),
+        pos,
+        bad,
+    )
 
 
 def _header_words(data: bytes, at: Offsets, order: str) -> NDArray[np.int64]:
@@ -239,9 +258,11 @@ def _header_words(data: bytes, at: Offsets, order: str) -> NDArray[np.int64]:
     return out
 
 
-def _record_offsets(data: bytes, order: str, record_size: int) -> tuple[Offsets, int, bool]:
-    """Offsets of the whole records in `data`, where the first one not whole starts, and
-    whether a record's length is impossible (the records before it are still whole).
+def _record_offsets(
+    data: bytes, order: str, record_size: int, start: int = 0
+) -> tuple[Offsets, int, bool]:
+    """Offsets of the whole records in `data` from `start`, where the first one not whole
+    starts, and whether a record's length is impossible (the records before it are whole).
 
     Lengths chain, so records are walked one at a time, except along a run of records of
     one length (RTP of one codec and framing: most of a call capture), whose length fields
@@ -252,7 +273,7 @@ def _record_offsets(data: bytes, order: str, record_size: int) -> tuple[Offsets,
     pieces: list[Offsets] = []
     offsets: list[int] = []
     add = offsets.append
-    pos, size, bad = 0, len(data), False
+    pos, size, bad = start, len(data), False
     previous, same, wait, probe = -1, 0, _RUN_WAIT, _RUN_PROBE
     while pos + record_size <= size:  # the per-record Python loop
         caplen = caplen_at(data, pos + 8)[0]

@@ -38,13 +38,21 @@ from multiprocessing.connection import Connection
 from recorder.config import CaptureSettings
 from recorder.core.model import FrameBlock
 from recorder.runtime.libpcap import CaptureError, PcapHandle, PcapStats
-from recorder.runtime.live import CaptureState, RingReader, open_handle
+from recorder.runtime.live import (
+    BLOCK_WAIT_S,
+    GATHER_FROM_FRAMES,
+    MIN_BLOCK_FRAMES,
+    CaptureState,
+    RingReader,
+    open_handle,
+)
 from recorder.runtime.sources import pcap_file_header, records_block
 
 FLUSH_S = 0.1  # under load, a batch goes at least this often (the ring never empties)
 _READY, _FRAMES, _ERROR, _END, _STOP = b"R", b"F", b"E", b"N", b"S"
 _HEAD = struct.Struct("<BQQQI")  # idle, received, dropped, if_dropped, frames
 _START_TIMEOUT_S = 60.0
+
 _NICE = 5
 
 
@@ -117,12 +125,15 @@ class ProcessCapture:
                 continue
             if message[:1] == _END:
                 return
-            block, idle = self._block(message)
+            messages, ended = self._gather(message, clock)
+            block, idle = self._block(messages)
             if len(block):
                 state.frames += len(block)
                 state.last_ts_ns = int(block.times[-1])
                 state.lag_ns = max(0, time.time_ns() - state.last_ts_ns)
                 yield block
+            if ended:
+                return
             if idle and not self._conn.poll(0):
                 tick(True)
                 next_tick = clock() + tick_s
@@ -130,14 +141,45 @@ class ProcessCapture:
                 tick(False)
                 next_tick = clock() + tick_s
 
-    def _block(self, message: bytes) -> tuple[FrameBlock, bool]:
-        idle, received, dropped, if_dropped, count = _HEAD.unpack_from(message, 1)
+    def _gather(self, first: bytes, clock: Callable[[], float]) -> tuple[list[bytes], bool]:
+        """`first` and the FRAMES messages that follow within BLOCK_WAIT_S, while they hold
+        fewer than MIN_BLOCK_FRAMES frames in all; and whether END came. The child sends
+        whenever it finds the ring empty, which it reads in a few hundred ns a frame, so on
+        a busy link its batches are small (see `live.MIN_BLOCK_FRAMES`). Ticks (timers,
+        control requests) wait for the gathered frames, so a request still applies after
+        every frame the child sent before it."""
+        messages = [first]
+        count = _HEAD.unpack_from(first, 1)[4]
+        if count < GATHER_FROM_FRAMES:  # a quiet link: no wait (a pause request stays exact)
+            return messages, False
+        deadline = clock() + BLOCK_WAIT_S
+        while count < MIN_BLOCK_FRAMES and not self.stopped:
+            left = deadline - clock()
+            if left <= 0 or not self._conn.poll(left):
+                break
+            message = self._receive(0)
+            if message[:1] == _END:
+                return messages, True
+            if message[:1] == _FRAMES:
+                messages.append(message)
+                count += _HEAD.unpack_from(message, 1)[4]
+        return messages, False
+
+    def _block(self, messages: list[bytes]) -> tuple[FrameBlock, bool]:
+        """One block of the frames of FRAMES `messages`, and whether the last said idle."""
+        at = 1 + _HEAD.size
+        count = 0
+        for message in messages:
+            idle, received, dropped, if_dropped, frames = _HEAD.unpack_from(message, 1)
+            count += frames
         self.state.kernel = PcapStats(received, dropped, if_dropped)
+        if len(messages) == 1:
+            data, start = messages[0], at
+        else:  # the records back to back (about 25 ns a frame to copy)
+            data, start = b"".join(memoryview(m)[at:] for m in messages), 0
         order, frac_ns, record_size, _ = self._format
-        block, pos, bad = records_block(
-            self._linktype, message, 1 + _HEAD.size, order, frac_ns, record_size
-        )
-        if bad or pos != len(message) or len(block) != count:  # libpcap wrote them: a bug
+        block, pos, bad = records_block(self._linktype, data, start, order, frac_ns, record_size)
+        if bad or pos != len(data) or len(block) != count:  # libpcap wrote them: a bug
             raise CaptureError(f"capture records do not parse: {len(block)} of {count} frames")
         return block, bool(idle)
 
@@ -202,7 +244,7 @@ def _read(handle: PcapHandle, reader: RingReader, conn: Connection, timeout_ms: 
         conn.send_bytes(b"".join((_FRAMES, head, reader.take())))
 
     while True:
-        if reader.fill():
+        if reader.fill(clock()):
             if not reader.has_room or clock() >= flush_at:
                 send(False)
                 flush_at = clock() + FLUSH_S

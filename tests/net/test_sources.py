@@ -377,3 +377,24 @@ def test_pcapng_blocks_split_by_link_type(tmp_path: Path) -> None:
     assert blocks == one
     assert [b.linktype for b in CaptureFile(path).blocks()] == [1, 101, 1]
     assert one[1:3] == (True, "truncated_record")
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_records_block_reads_records_from_any_start(order: str) -> None:
+    """The live ring's records (after a message header, say) read as a capture file's: the
+    frames, their nanosecond times, where a cut record starts, and an impossible length."""
+    records = [(1_700_000_000 + i, 999_999_000 + i, bytes([i]) * (i % 5 * 40)) for i in range(50)]
+    body = sources.pcap_file_header(pcap([], magic=PCAP_NS, order=order))
+    assert body == (order, 1, 16, 1)
+    data = pcap(records, magic=PCAP_NS, order=order)[24:]
+    prefix = b"HEAD" * 7
+    block, pos, bad = sources.records_block(1, prefix + data, len(prefix), order, 1)
+    assert (pos, bad) == (len(prefix + data), False)
+    assert [f.data for f in block.frames()] == [r[2] for r in records]
+    assert block.times.tolist() == [s * 10**9 + ns for s, ns, _ in records]
+    cut = prefix + data[:-3]  # the last record cut: the ones before are whole
+    block, pos, bad = sources.records_block(1, cut, len(prefix), order, 1)
+    assert len(block) == 49 and pos == len(prefix + data) - 16 - len(records[-1][2]) and not bad
+    huge = prefix + struct.pack(order + "IIII", 1, 2, sources.MAX_RECORD_BYTES + 1, 0)
+    block, pos, bad = sources.records_block(1, huge, len(prefix), order, 1)
+    assert (len(block), pos, bad) == (0, len(prefix), True)

@@ -133,3 +133,45 @@ def test_a_silent_child_does_not_make_the_tick_idle() -> None:
         capture.close()
     assert True in phases["before"] and True in phases["after"]
     assert len(phases["stopped"]) >= 10 and True not in phases["stopped"]
+
+
+def test_busy_batches_are_gathered_into_one_block_and_quiet_ones_are_not() -> None:
+    """On a busy link the child finds the ring empty every few hundred frames; the
+    recording process gathers such batches (up to MIN_BLOCK_FRAMES, within BLOCK_WAIT_S)
+    into one block, because the core's work per block costs per call side. A quiet link's
+    batches go at once: a pause request must see every frame that came before it."""
+    require_capture()
+    (port,) = free_udp_ports(1)
+    capture = ProcessCapture(settings(port))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    bursts = [[bytes([b]) + i.to_bytes(4, "big") for i in range(600)] for b in range(4)]
+    blocks: list[FrameBlock] = []
+    state = {"step": 0}
+
+    def tick(idle: bool) -> None:
+        if not idle:
+            return
+        if state["step"] == 0:  # busy: four batches of 600 within about 20 ms
+            for burst in bursts:
+                for payload in burst:
+                    sender.sendto(payload, ("127.0.0.1", port))
+                time.sleep(0.005)
+        elif state["step"] == 1:  # quiet: one frame
+            sender.sendto(b"quiet", ("127.0.0.1", port))
+        elif sum(len(b) for b in blocks) >= 2401:
+            capture.stop()
+        state["step"] += 1
+
+    try:
+        started = time.monotonic()
+        for block in capture.blocks(tick, 0.05):
+            blocks.append(block)
+            assert time.monotonic() - started < 30
+    finally:
+        sender.close()
+        capture.close()
+    payloads = [f.data[42:] for b in blocks for f in b.frames()]
+    assert payloads == [p for burst in bursts for p in burst] + [b"quiet"]
+    sizes = [len(b) for b in blocks]
+    assert sizes[-1] == 1  # the quiet frame was not held back for company
+    assert len(sizes) <= 3, sizes  # the 2,400 busy frames: gathered, not one block a batch

@@ -63,8 +63,8 @@ def read_all(reader: RingReader, expected: int, deadline_s: float = 10.0) -> lis
     got = 0
     deadline = time.monotonic() + deadline_s
     while got < expected and time.monotonic() < deadline:
-        reader.fill()
-        while reader.has_room and reader.fill():
+        reader.fill(time.monotonic())
+        while reader.has_room and reader.fill(time.monotonic()):
             pass
         count = reader.records.frames
         if count:
@@ -204,7 +204,7 @@ def test_no_executable_memory_is_needed() -> None:
         got = 0
         deadline = time.monotonic() + 10
         while got < 100 and time.monotonic() < deadline:
-            reader.fill()
+            reader.fill(time.monotonic())
             count = reader.records.frames
             if count:
                 got += len(reader.block(reader.take(), 0, count))

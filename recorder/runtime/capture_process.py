@@ -52,7 +52,6 @@ FLUSH_S = 0.1  # under load, a batch goes at least this often (the ring never em
 _READY, _FRAMES, _ERROR, _END, _STOP = b"R", b"F", b"E", b"N", b"S"
 _HEAD = struct.Struct("<BQQQI")  # idle, received, dropped, if_dropped, frames
 _START_TIMEOUT_S = 60.0
-
 _NICE = 5
 
 
@@ -150,7 +149,7 @@ class ProcessCapture:
         every frame the child sent before it."""
         messages = [first]
         count = _HEAD.unpack_from(first, 1)[4]
-        if count < GATHER_FROM_FRAMES:  # a quiet link: no wait (a pause request stays exact)
+        if count < GATHER_FROM_FRAMES:  # a quiet link: no wait (see live.GATHER_FROM_FRAMES)
             return messages, False
         deadline = clock() + BLOCK_WAIT_S
         while count < MIN_BLOCK_FRAMES and not self.stopped:

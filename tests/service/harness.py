@@ -11,8 +11,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -176,3 +177,14 @@ class Recorder:
             self.proc.kill()
             self.proc.wait(10)
         self.notify.close()
+
+
+def collect_blocks(
+    capture: Any, tick: Callable[[bool], None], blocks: list[Any], limit_s: float = 30.0
+) -> None:
+    """Append the blocks of a live capture (`LiveCapture`, `ProcessCapture`) to `blocks`
+    until `tick` stops it, ticking every 0.05 s; fails past `limit_s`."""
+    started = time.monotonic()
+    for block in capture.blocks(tick, 0.05):
+        blocks.append(block)
+        assert time.monotonic() - started < limit_s

@@ -16,7 +16,7 @@ from recorder.config import CaptureSettings
 from recorder.core.model import FrameBlock
 from recorder.runtime.capture_process import ProcessCapture
 from recorder.runtime.libpcap import CaptureError
-from tests.service.harness import free_udp_ports, require_capture
+from tests.service.harness import collect_blocks, free_udp_ports, require_capture
 
 pytestmark = pytest.mark.slow
 
@@ -48,10 +48,7 @@ def test_frames_arrive_whole_in_order_and_a_stop_drains(tmp_path: Path) -> None:
             elif idle and state["sent"] and sum(len(b) for b in blocks) >= len(sent):
                 capture.stop()
 
-        started = time.monotonic()
-        for block in capture.blocks(tick, 0.05):
-            blocks.append(block)
-            assert time.monotonic() - started < 30
+        collect_blocks(capture, tick, blocks)
     finally:
         sender.close()
         capture.close()
@@ -163,10 +160,7 @@ def test_busy_batches_are_gathered_into_one_block_and_quiet_ones_are_not() -> No
         state["step"] += 1
 
     try:
-        started = time.monotonic()
-        for block in capture.blocks(tick, 0.05):
-            blocks.append(block)
-            assert time.monotonic() - started < 30
+        collect_blocks(capture, tick, blocks)
     finally:
         sender.close()
         capture.close()

@@ -21,7 +21,7 @@ from recorder.core.model import FrameBlock
 from recorder.runtime.libpcap import PcapHandle, RecordBuffer
 from recorder.runtime.live import LiveCapture, RingReader
 from recorder.runtime.sources import pcap_file_header
-from tests.service.harness import free_udp_ports, require_capture
+from tests.service.harness import collect_blocks, free_udp_ports, require_capture
 
 pytestmark = pytest.mark.slow
 
@@ -163,10 +163,7 @@ def test_the_in_process_capture_gives_blocks_and_drains_on_stop() -> None:
             capture.stop()
 
     try:
-        started = time.monotonic()
-        for block in capture.blocks(tick, 0.05):
-            blocks.append(block)
-            assert time.monotonic() - started < 30
+        collect_blocks(capture, tick, blocks)
     finally:
         capture.close()
     frames = [f for b in blocks for f in b.frames()]

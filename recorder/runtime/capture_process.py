@@ -70,6 +70,7 @@ class ProcessCapture:
         child_end.close()
         self.stopped = False
         self._stop_sent = False
+        self._error: CaptureError | None = None  # came while frames were being gathered
         try:
             message = self._receive(_START_TIMEOUT_S)
         except BaseException:
@@ -131,6 +132,8 @@ class ProcessCapture:
                 state.last_ts_ns = int(block.times[-1])
                 state.lag_ns = max(0, time.time_ns() - state.last_ts_ns)
                 yield block
+            if self._error is not None:
+                raise self._error
             if ended:
                 return
             if idle and not self._conn.poll(0):
@@ -156,7 +159,11 @@ class ProcessCapture:
             left = deadline - clock()
             if left <= 0 or not self._conn.poll(left):
                 break
-            message = self._receive(0)
+            try:
+                message = self._receive(0)
+            except CaptureError as exc:  # raised once the frames before it are recorded
+                self._error = exc
+                break
             if message[:1] == _END:
                 return messages, True
             if message[:1] == _FRAMES:

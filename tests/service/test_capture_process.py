@@ -14,6 +14,7 @@ import pytest
 
 from recorder.config import CaptureSettings
 from recorder.core.model import FrameBlock
+from recorder.runtime import sources
 from recorder.runtime.capture_process import ProcessCapture
 from recorder.runtime.libpcap import CaptureError
 from tests.service.harness import collect_blocks, free_udp_ports, require_capture
@@ -169,3 +170,36 @@ def test_busy_batches_are_gathered_into_one_block_and_quiet_ones_are_not() -> No
     sizes = [len(b) for b in blocks]
     assert sizes[-1] == 1  # the quiet frame was not held back for company
     assert len(sizes) <= 3, sizes  # the 2,400 busy frames: gathered, not one block a batch
+
+
+def test_an_error_while_gathering_comes_after_the_frames_before_it() -> None:
+    """The child's messages written by hand on a pipe: three busy batches are gathered into
+    one block, and an ERROR that follows them is raised only once that block is out, so
+    the frames captured before a capture failure are still recorded."""
+    import multiprocessing
+
+    from recorder.runtime import capture_process as cp
+    from tests.net.capwrite import PCAP_NS, pcap
+
+    ours, child = multiprocessing.Pipe(duplex=True)
+    capture = cp.ProcessCapture.__new__(cp.ProcessCapture)  # no child process: we are it
+    capture._conn, capture._linktype, capture.stopped, capture._stop_sent = ours, 1, False, True
+    capture._error = None
+    capture._format = sources.pcap_file_header(pcap([], magic=PCAP_NS))
+    capture.state = cp.CaptureState(linktype=1)
+
+    def frames_message(first: int, count: int, idle: bool) -> bytes:
+        records = [(1_800_000_000, first + i, (first + i).to_bytes(4, "big")) for i in range(count)]
+        head = cp._HEAD.pack(idle, 0, 0, 0, count)
+        return cp._FRAMES + head + pcap(records, magic=PCAP_NS)[24:]
+
+    for k in range(3):
+        child.send_bytes(frames_message(300 * k, 300, idle=True))
+    child.send_bytes(cp._ERROR + b"capture failed: interface went down")
+    blocks: list[FrameBlock] = []
+    with pytest.raises(CaptureError, match="interface went down"):
+        blocks.extend(capture.blocks(lambda idle: None, 0.05))
+    assert [len(b) for b in blocks] == [900]
+    assert blocks[0].times.tolist() == [1_800_000_000 * 10**9 + i for i in range(900)]
+    ours.close()
+    child.close()

@@ -171,7 +171,13 @@ class LiveCapture:
         while True:
             if self.stopped and not drain_until:
                 drain_until = clock() + self.settings.timeout_ms / 1000
-            got = reader.fill(clock())
+            try:
+                got = reader.fill(clock())
+            except CaptureError:
+                count = reader.records.frames
+                if count:  # what was read before the failure is recorded first
+                    yield reader.block(reader.take(), 0, count)
+                raise
             if got and reader.has_room and clock() < next_tick:
                 continue
             count = reader.records.frames

@@ -18,8 +18,8 @@ import pytest
 
 from recorder.config import CaptureSettings
 from recorder.core.model import FrameBlock
-from recorder.runtime.libpcap import PcapHandle, RecordBuffer
-from recorder.runtime.live import LiveCapture, RingReader
+from recorder.runtime.libpcap import CaptureError, PcapHandle, RecordBuffer
+from recorder.runtime.live import GATHER_FROM_FRAMES, LiveCapture, RingReader
 from recorder.runtime.sources import pcap_file_header
 from tests.service.harness import collect_blocks, free_udp_ports, require_capture
 
@@ -226,3 +226,43 @@ def test_the_buffer_is_released_on_close() -> None:
         records.close()
         records.close()  # twice is harmless
         assert memory.closed
+
+
+def test_frames_read_before_a_capture_failure_are_handed_over_first() -> None:
+    """A failure of the capture while a busy batch is held for more (gathered): the frames
+    already read from the ring are handed over before the error is raised."""
+    require_capture()
+    (port,) = free_udp_ports(1)
+    capture = LiveCapture(
+        CaptureSettings(
+            interface="lo", filter=f"udp dst port {port}", timeout_ms=20, reader_process=False
+        )
+    )
+    sent = payloads(400)
+    records = capture._reader.records
+    real_fill = records.fill
+    read = [0]
+
+    def failing_fill(limit: int) -> int:
+        got = real_fill(limit)
+        read[0] += got
+        if not got and records.frames >= GATHER_FROM_FRAMES:  # held, waiting for more
+            raise CaptureError("capture failed: the interface went down")
+        return got
+
+    records.fill = failing_fill  # type: ignore[method-assign]
+    blocks: list[FrameBlock] = []
+    state = {"sent": False}
+
+    def tick(idle: bool) -> None:
+        if idle and not state["sent"]:
+            state["sent"] = True
+            send(port, sent)
+
+    try:
+        with pytest.raises(CaptureError, match="interface went down"):
+            collect_blocks(capture, tick, blocks)
+    finally:
+        capture.close()
+    handed = [f.data[_UDP_PAYLOAD_AT:] for b in blocks for f in b.frames()]
+    assert read[0] >= GATHER_FROM_FRAMES and handed == sent[: read[0]]

@@ -108,7 +108,7 @@ def drain_level(folder: Path, calls: int, seconds: float, reader_process: bool) 
             # Done when every RTP packet is placed, not when every frame was handed to the
             # core: the core queues RTP per call and places it a second of capture time at a
             # time, so the frame count alone ran ahead of the work (in the reader process's
-            # case by 10x: 2.4 s against 32 s, measured).
+            # case by 13x: 2.4 s against 32 s, measured).
             m = recorder.scrape()
             if m["recorder_rtp_packets_total"] + m[
                 "recorder_capture_kernel_dropped_packets_total"

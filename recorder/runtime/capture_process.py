@@ -41,12 +41,14 @@ from recorder.runtime.libpcap import CaptureError, PcapHandle, PcapStats
 from recorder.runtime.live import (
     BLOCK_WAIT_S,
     GATHER_FROM_FRAMES,
+    GATHER_MAX_BYTES,
     MIN_BLOCK_FRAMES,
     CaptureState,
     RingReader,
     open_handle,
+    ring_block,
 )
-from recorder.runtime.sources import pcap_file_header, records_block
+from recorder.runtime.sources import pcap_file_header
 
 FLUSH_S = 0.1  # under load, a batch goes at least this often (the ring never empties)
 _READY, _FRAMES, _ERROR, _END, _STOP = b"R", b"F", b"E", b"N", b"S"
@@ -145,17 +147,18 @@ class ProcessCapture:
 
     def _gather(self, first: bytes, clock: Callable[[], float]) -> tuple[list[bytes], bool]:
         """`first` and the FRAMES messages that follow within BLOCK_WAIT_S, while they hold
-        fewer than MIN_BLOCK_FRAMES frames in all; and whether END came. The child sends
-        whenever it finds the ring empty, which it reads in a few hundred ns a frame, so on
-        a busy link its batches are small (see `live.MIN_BLOCK_FRAMES`). Ticks (timers,
+        fewer than MIN_BLOCK_FRAMES frames and GATHER_MAX_BYTES in all; and whether END
+        came. The child sends whenever it finds the ring empty, which it reads in a few
+        hundred ns a frame, so on a busy link its batches are small (see
+        `live.MIN_BLOCK_FRAMES`); jumbo frames must not make a block of a GiB. Ticks (timers,
         control requests) wait for the gathered frames, so a request still applies after
         every frame the child sent before it."""
         messages = [first]
-        count = _HEAD.unpack_from(first, 1)[4]
+        count, size = _HEAD.unpack_from(first, 1)[4], len(first)
         if count < GATHER_FROM_FRAMES:  # a quiet link: no wait (see live.GATHER_FROM_FRAMES)
             return messages, False
         deadline = clock() + BLOCK_WAIT_S
-        while count < MIN_BLOCK_FRAMES and not self.stopped:
+        while count < MIN_BLOCK_FRAMES and size < GATHER_MAX_BYTES and not self.stopped:
             left = deadline - clock()
             if left <= 0 or not self._conn.poll(left):
                 break
@@ -169,6 +172,7 @@ class ProcessCapture:
             if message[:1] == _FRAMES:
                 messages.append(message)
                 count += _HEAD.unpack_from(message, 1)[4]
+                size += len(message)
         return messages, False
 
     def _block(self, messages: list[bytes]) -> tuple[FrameBlock, bool]:
@@ -183,11 +187,7 @@ class ProcessCapture:
             data, start = messages[0], at
         else:  # the records back to back (about 25 ns a frame to copy)
             data, start = b"".join(memoryview(m)[at:] for m in messages), 0
-        order, frac_ns, record_size, _ = self._format
-        block, pos, bad = records_block(self._linktype, data, start, order, frac_ns, record_size)
-        if bad or pos != len(data) or len(block) != count:  # libpcap wrote them: a bug
-            raise CaptureError(f"capture records do not parse: {len(block)} of {count} frames")
-        return block, bool(idle)
+        return ring_block(self._linktype, self._format, data, start, count), bool(idle)
 
     def close(self) -> None:
         if self._process.is_alive() and not self._stop_sent:

@@ -244,13 +244,13 @@ class RecordBuffer:
             raise CaptureError(f"cannot write records: {_text(pcap.pcap_geterr(self._handle))}")
         self._stream = pcap.pcap_dump_file(self._dumper)
         self._callback = ctypes.cast(pcap.pcap_dump, _P)
-        self.header = self._flushed_bytes(0)  # pcap's file header: byte order, precision
+        self.header = self._flushed_bytes()  # pcap's file header: byte order, precision
         self._rewind()
 
-    def _flushed_bytes(self, start: int) -> bytes:
+    def _flushed_bytes(self) -> bytes:
         if self._pcap.pcap_dump_flush(self._dumper):
             raise CaptureError("cannot write records: the buffer is full")
-        return self._memory[start : self._pcap.pcap_dump_ftell(self._dumper)]
+        return self._memory[: self._pcap.pcap_dump_ftell(self._dumper)]
 
     def _rewind(self) -> None:
         _libc().fseek(self._stream, 0, 0)  # SEEK_SET
@@ -278,7 +278,7 @@ class RecordBuffer:
 
     def take(self) -> bytes:
         """The records written since the last take, then start again at the front."""
-        data = self._flushed_bytes(0)
+        data = self._flushed_bytes()
         self._rewind()
         return data
 

@@ -21,7 +21,7 @@ from typing import Protocol
 from recorder.config import CaptureSettings
 from recorder.core.model import FrameBlock
 from recorder.runtime.libpcap import CaptureError, PcapHandle, PcapStats, RecordBuffer
-from recorder.runtime.sources import pcap_file_header, records_block
+from recorder.runtime.sources import BLOCK_BYTES, pcap_file_header, records_block
 
 BATCH_FRAMES = 32768  # frames per block at most (big blocks: numpy pays off per call)
 # Reading the ring costs a few hundred ns a frame, so on a busy link it empties every kernel
@@ -34,6 +34,7 @@ BATCH_FRAMES = 32768  # frames per block at most (big blocks: numpy pays off per
 GATHER_FROM_FRAMES = 256
 MIN_BLOCK_FRAMES = 16384
 BLOCK_WAIT_S = 0.1
+GATHER_MAX_BYTES = BLOCK_BYTES  # nor more bytes than a capture file's block (jumbo frames)
 
 
 @dataclass
@@ -81,7 +82,7 @@ class RingReader:
     def __init__(self, handle: PcapHandle, snaplen: int, buffer_bytes: int = 64 << 20) -> None:
         self.records = RecordBuffer(handle, snaplen, buffer_bytes)
         self.linktype = handle.linktype
-        self._order, self._frac_ns, self._record_size, _ = pcap_file_header(self.records.header)
+        self.format = pcap_file_header(self.records.header)
         self._since = 0.0  # when the block in hand got its first frames
 
     def fill(self, now: float) -> int:
@@ -113,15 +114,22 @@ class RingReader:
 
     def block(self, data: bytes, start: int, count: int) -> FrameBlock:
         """The `count` frames that `take` gave (at `start` of `data`) as a block."""
-        block, pos, bad = records_block(
-            self.linktype, data, start, self._order, self._frac_ns, self._record_size
-        )
-        if bad or pos != len(data) or len(block) != count:  # libpcap wrote them: a bug
-            raise CaptureError(f"capture records do not parse: {len(block)} of {count} frames")
-        return block
+        return ring_block(self.linktype, self.format, data, start, count)
 
     def close(self) -> None:
         self.records.close()
+
+
+def ring_block(
+    linktype: int, fmt: tuple[str, int, int, int], data: bytes, start: int, count: int
+) -> FrameBlock:
+    """The `count` pcap records that libpcap wrote (from `start` of `data`, in the format
+    `fmt` of `sources.pcap_file_header`) as a block; every record must be whole."""
+    order, frac_ns, record_size, _ = fmt
+    block, pos, bad = records_block(linktype, data, start, order, frac_ns, record_size)
+    if bad or pos != len(data) or len(block) != count:  # libpcap wrote them: a bug
+        raise CaptureError(f"capture records do not parse: {len(block)} of {count} frames")
+    return block
 
 
 def open_capture(settings: CaptureSettings) -> Capture:

@@ -4,19 +4,25 @@ outlives the recording process."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import socket
+import threading
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
 
 from recorder.config import CaptureSettings
 from recorder.core.model import FrameBlock
+from recorder.runtime import capture_process as cp
 from recorder.runtime import sources
 from recorder.runtime.capture_process import ProcessCapture
 from recorder.runtime.libpcap import CaptureError
+from recorder.runtime.live import CaptureState
+from tests.net.capwrite import PCAP_NS, pcap
 from tests.service.harness import collect_blocks, free_udp_ports, require_capture
 
 pytestmark = pytest.mark.slow
@@ -102,8 +108,8 @@ def test_a_silent_child_does_not_make_the_tick_idle() -> None:
     require_capture()
     (port,) = free_udp_ports(1)
     capture = ProcessCapture(settings(port))
-    child = capture._process
-    assert child.pid is not None
+    pid = capture._process.pid
+    assert pid is not None
     phases: dict[str, list[bool]] = {"before": [], "stopped": [], "after": []}
     phase = ["before"]
     started = time.monotonic()
@@ -112,13 +118,13 @@ def test_a_silent_child_does_not_make_the_tick_idle() -> None:
         phases[phase[0]].append(idle)
         elapsed = time.monotonic() - started
         if phase[0] == "before" and elapsed > 0.5:
-            os.kill(child.pid, signal.SIGSTOP)
+            os.kill(pid, signal.SIGSTOP)
             time.sleep(0.05)  # a report already in the pipe is read before the stop counts
             while capture._conn.poll(0):
                 capture._conn.recv_bytes()
             phase[0] = "stopped"
         elif phase[0] == "stopped" and elapsed > 1.5:
-            os.kill(child.pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGCONT)
             phase[0] = "after"
         elif phase[0] == "after" and elapsed > 2.5:
             capture.stop()
@@ -127,7 +133,7 @@ def test_a_silent_child_does_not_make_the_tick_idle() -> None:
         for _ in capture.blocks(tick, 0.05):
             pass
     finally:
-        os.kill(child.pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGCONT)
         capture.close()
     assert True in phases["before"] and True in phases["after"]
     assert len(phases["stopped"]) >= 10 and True not in phases["stopped"]
@@ -172,34 +178,64 @@ def test_busy_batches_are_gathered_into_one_block_and_quiet_ones_are_not() -> No
     assert len(sizes) <= 3, sizes  # the 2,400 busy frames: gathered, not one block a batch
 
 
-def test_an_error_while_gathering_comes_after_the_frames_before_it() -> None:
-    """The child's messages written by hand on a pipe: three busy batches are gathered into
-    one block, and an ERROR that follows them is raised only once that block is out, so
-    the frames captured before a capture failure are still recorded."""
-    import multiprocessing
-
-    from recorder.runtime import capture_process as cp
-    from tests.net.capwrite import PCAP_NS, pcap
-
+def piped_capture() -> tuple[ProcessCapture, Connection]:
+    """A ProcessCapture with no child process: the test writes the child's messages on the
+    returned end of its pipe."""
     ours, child = multiprocessing.Pipe(duplex=True)
-    capture = cp.ProcessCapture.__new__(cp.ProcessCapture)  # no child process: we are it
+    capture = ProcessCapture.__new__(ProcessCapture)
     capture._conn, capture._linktype, capture.stopped, capture._stop_sent = ours, 1, False, True
     capture._error = None
     capture._format = sources.pcap_file_header(pcap([], magic=PCAP_NS))
-    capture.state = cp.CaptureState(linktype=1)
+    capture.state = CaptureState(linktype=1)
+    return capture, child
 
-    def frames_message(first: int, count: int, idle: bool) -> bytes:
-        records = [(1_800_000_000, first + i, (first + i).to_bytes(4, "big")) for i in range(count)]
-        head = cp._HEAD.pack(idle, 0, 0, 0, count)
-        return cp._FRAMES + head + pcap(records, magic=PCAP_NS)[24:]
 
+def frames_message(first: int, count: int, size: int = 4) -> bytes:
+    """A busy, idle-marked FRAMES message of `count` frames of `size` bytes, numbered from
+    `first` (the number is both the nanoseconds of the time and the first 4 bytes)."""
+    records = [
+        (1_800_000_000, n, n.to_bytes(4, "big") + bytes(size - 4))
+        for n in range(first, first + count)
+    ]
+    return cp._FRAMES + cp._HEAD.pack(True, 0, 0, 0, count) + pcap(records, magic=PCAP_NS)[24:]
+
+
+def test_an_error_while_gathering_comes_after_the_frames_before_it() -> None:
+    """Three busy batches are gathered into one block, and an ERROR that follows them is
+    raised only once that block is out, so the frames captured before a capture failure
+    are still recorded."""
+    capture, child = piped_capture()
     for k in range(3):
-        child.send_bytes(frames_message(300 * k, 300, idle=True))
+        child.send_bytes(frames_message(300 * k, 300))
     child.send_bytes(cp._ERROR + b"capture failed: interface went down")
     blocks: list[FrameBlock] = []
     with pytest.raises(CaptureError, match="interface went down"):
         blocks.extend(capture.blocks(lambda idle: None, 0.05))
     assert [len(b) for b in blocks] == [900]
     assert blocks[0].times.tolist() == [1_800_000_000 * 10**9 + i for i in range(900)]
-    ours.close()
+    capture._conn.close()
+    child.close()
+
+
+def test_gathering_stops_at_a_capture_blocks_worth_of_bytes() -> None:
+    """Jumbo frames: four batches of 300 frames of 20,000 bytes (6 MB each) are gathered
+    only until 16 MiB is in hand, not into one block of 24 MB (at 16,384 frames of 64 KiB,
+    that would be a GiB held, then copied)."""
+    capture, child = piped_capture()
+
+    def send() -> None:
+        for k in range(4):
+            child.send_bytes(frames_message(300 * k, 300, 20_000))
+        child.send_bytes(cp._ERROR + b"capture failed: end of test")
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    blocks: list[FrameBlock] = []
+    with pytest.raises(CaptureError, match="end of test"):
+        blocks.extend(capture.blocks(lambda idle: None, 0.05))
+    sender.join()
+    assert [len(b) for b in blocks] == [900, 300]
+    got = [int.from_bytes(f.data[:4], "big") for b in blocks for f in b.frames()]
+    assert got == list(range(1200))
+    capture._conn.close()
     child.close()

@@ -5,8 +5,10 @@ The child opens the libpcap handle, has libpcap write what the ring holds as pca
 (`live.RingReader`) and sends them to the recording process in batches over a pipe: a batch
 goes when it holds `BATCH_FRAMES` frames, when the ring is empty (then marked idle:
 everything captured so far has been sent), or at least every `FLUSH_S`; a quiet ring is
-reported idle every `FLUSH_S` (an empty batch). Only such a report makes a tick idle in the
-recording process: silence from the child (no CPU, say) says nothing of the ring. The recording
+reported idle every `FLUSH_S` (an empty batch). Only such a report, read within
+`IDLE_FRESH_S` of the child sending it, makes a tick idle in the recording process: silence
+from the child (no CPU, say) says nothing of the ring, and an old report says nothing of the
+frames captured since. The recording
 process reads each batch's records into one `FrameBlock` for the core, in capture order, so
 recording is exactly what the in-process capture gives; only the reading moved. No Python
 runs per frame in the child.
@@ -17,8 +19,8 @@ no hash of the packet alone puts a whole call in one process; every recording pr
 would have to read every packet to follow the signalling.
 
 Messages (a tag byte, then): READY linktype, the records' pcap file header (byte order and
-time precision) and warning; FRAMES idle flag, kernel counters and frame count, then the
-pcap records; ERROR a message; END.
+time precision) and warning; FRAMES idle flag, kernel counters, frame count and the time
+it was sent, then the pcap records; ERROR a message; END.
 The recording process says STOP; the child then sends what the ring holds for one block
 timeout and ends. If the recording process dies, the child sees its pipe close and exits.
 """
@@ -52,7 +54,10 @@ from recorder.runtime.sources import pcap_file_header
 
 FLUSH_S = 0.1  # under load, a batch goes at least this often (the ring never empties)
 _READY, _FRAMES, _ERROR, _END, _STOP = b"R", b"F", b"E", b"N", b"S"
-_HEAD = struct.Struct("<BQQQI")  # idle, received, dropped, if_dropped, frames
+_HEAD = struct.Struct("<BQQQIq")  # idle, received, dropped, if_dropped, frames, sent_ns
+# An idle report read later than this says too little: timers would run at wall-clock time
+# ahead of frames captured since it was sent (the core flushes audio a jitter window behind).
+IDLE_FRESH_S = 0.05
 _START_TIMEOUT_S = 60.0
 _NICE = 5
 
@@ -176,18 +181,20 @@ class ProcessCapture:
         return messages, False
 
     def _block(self, messages: list[bytes]) -> tuple[FrameBlock, bool]:
-        """One block of the frames of FRAMES `messages`, and whether the last said idle."""
+        """One block of the frames of FRAMES `messages`, and whether the last said idle
+        and was read while fresh (`IDLE_FRESH_S`)."""
         at = 1 + _HEAD.size
         count = 0
         for message in messages:
-            idle, received, dropped, if_dropped, frames = _HEAD.unpack_from(message, 1)
+            idle, received, dropped, if_dropped, frames, sent_ns = _HEAD.unpack_from(message, 1)
             count += frames
         self.state.kernel = PcapStats(received, dropped, if_dropped)
         if len(messages) == 1:
             data, start = messages[0], at
         else:  # the records back to back (about 25 ns a frame to copy)
             data, start = b"".join(memoryview(m)[at:] for m in messages), 0
-        return ring_block(self._linktype, self._format, data, start, count), bool(idle)
+        fresh = time.time_ns() - sent_ns <= IDLE_FRESH_S * 1e9
+        return ring_block(self._linktype, self._format, data, start, count), bool(idle) and fresh
 
     def close(self) -> None:
         if self._process.is_alive() and not self._stop_sent:
@@ -246,7 +253,8 @@ def _read(handle: PcapHandle, reader: RingReader, conn: Connection, timeout_ms: 
     def send(idle: bool) -> None:
         stats = handle.stats()
         count = reader.records.frames
-        head = _HEAD.pack(idle, stats.received, stats.dropped, stats.if_dropped, count)
+        received, dropped, if_dropped = stats.received, stats.dropped, stats.if_dropped
+        head = _HEAD.pack(idle, received, dropped, if_dropped, count, time.time_ns())
         conn.send_bytes(b"".join((_FRAMES, head, reader.take())))
 
     while True:

@@ -190,14 +190,17 @@ def piped_capture() -> tuple[ProcessCapture, Connection]:
     return capture, child
 
 
-def frames_message(first: int, count: int, size: int = 4) -> bytes:
-    """A busy, idle-marked FRAMES message of `count` frames of `size` bytes, numbered from
-    `first` (the number is both the nanoseconds of the time and the first 4 bytes)."""
+def frames_message(first: int, count: int, size: int = 4, sent_ns: int | None = None) -> bytes:
+    """An idle-marked FRAMES message of `count` frames of `size` bytes, numbered from
+    `first` (the number is both the nanoseconds of the time and the first 4 bytes), sent
+    at `sent_ns` (now)."""
     records = [
         (1_800_000_000, n, n.to_bytes(4, "big") + bytes(size - 4))
         for n in range(first, first + count)
     ]
-    return cp._FRAMES + cp._HEAD.pack(True, 0, 0, 0, count) + pcap(records, magic=PCAP_NS)[24:]
+    sent = time.time_ns() if sent_ns is None else sent_ns
+    head = cp._HEAD.pack(True, 0, 0, 0, count, sent)
+    return cp._FRAMES + head + pcap(records, magic=PCAP_NS)[24:]
 
 
 def test_an_error_while_gathering_comes_after_the_frames_before_it() -> None:
@@ -237,5 +240,31 @@ def test_gathering_stops_at_a_capture_blocks_worth_of_bytes() -> None:
     assert [len(b) for b in blocks] == [900, 300]
     got = [int.from_bytes(f.data[:4], "big") for b in blocks for f in b.frames()]
     assert got == list(range(1200))
+    capture._conn.close()
+    child.close()
+
+
+def test_an_idle_report_read_late_does_not_make_the_tick_idle() -> None:
+    """The child found the ring empty, but the report was read 0.3 s later (the recording
+    process busy): frames captured meanwhile may wait, so that tick is not idle; a report
+    read at once is."""
+    capture, child = piped_capture()
+
+    def send() -> None:
+        child.send_bytes(frames_message(0, 1, sent_ns=time.time_ns() - 300_000_000))
+        time.sleep(0.2)
+        child.send_bytes(frames_message(1, 1))
+        time.sleep(0.2)
+        child.send_bytes(cp._ERROR + b"capture failed: end of test")
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    ticks: list[bool] = []
+    with pytest.raises(CaptureError, match="end of test"):
+        for _ in capture.blocks(ticks.append, 0.05):
+            pass
+    sender.join()
+    assert ticks[0] is False  # right after the late report (then silence: not idle either)
+    assert ticks.count(True) == 1  # the report read at once
     capture._conn.close()
     child.close()

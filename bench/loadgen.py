@@ -72,8 +72,11 @@ def generate(
     seconds: float,
     start_ns: int = 1_700_000_000 * NS,
     codec: str = "PCMU",
+    unsignalled_every: int = 0,
 ) -> int:
-    """Write the capture; returns the number of frames."""
+    """Write the capture; returns the number of frames. With `unsignalled_every` N, every
+    Nth call's SIP is left out (as when the kernel dropped it, or the call began before
+    the recorder): its RTP is on the same ports as every other call's, and unexplained."""
     pt = PAYLOAD_TYPES[codec]
     packets_per_side = int(seconds * NS // PTIME_NS)
     payloads = [os.urandom(160) for _ in range(16)]
@@ -89,7 +92,10 @@ def generate(
 
         offsets = [(n * PTIME_NS) // max(calls, 1) for n in range(calls)]  # spread in a ptime
         hosts = [(_ip(2 * n + 1), _ip(2 * n + 2)) for n in range(calls)]
+        signalled = [not (unsignalled_every and n % unsignalled_every == 0) for n in range(calls)]
         for n, (a, b) in enumerate(hosts):
+            if not signalled[n]:
+                continue
             t = start_ns + offsets[n]
             put(t, _udp_frame(a, 5060, b, 5060, _sip("INVITE", n, a, b, 20000, 30000, codec)))
             put(t, _udp_frame(b, 5060, a, 5060, _sip("200", n, a, b, 20000, 30000, codec)))
@@ -113,7 +119,8 @@ def generate(
                     put(t + side * 1000, prefix + rtp + payload)
         end = start_ns + PTIME_NS * (packets_per_side + 2)
         for n, (a, b) in enumerate(hosts):
-            put(end + offsets[n], _udp_frame(a, 5060, b, 5060, _sip("BYE", n, a, b, 0, 0)))
+            if signalled[n]:
+                put(end + offsets[n], _udp_frame(a, 5060, b, 5060, _sip("BYE", n, a, b, 0, 0)))
     return frames
 
 
@@ -122,9 +129,22 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--codec", choices=sorted(PAYLOAD_TYPES), default="PCMU")
+    parser.add_argument(
+        "--unsignalled-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="leave out the SIP of every Nth call",
+    )
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args()
-    frames = generate(args.output, args.calls, args.seconds, codec=args.codec)
+    frames = generate(
+        args.output,
+        args.calls,
+        args.seconds,
+        codec=args.codec,
+        unsignalled_every=args.unsignalled_every,
+    )
     print(f"{args.output}: {frames} frames, {args.calls} {args.codec} calls of {args.seconds} s")
 
 

@@ -9,6 +9,7 @@ case compares the recorder with the G.722 decoder alone on the same payloads.
     python bench/replay_bench.py                       # 10, 1,000, 10,000 calls; G.722
     python bench/replay_bench.py --calls 1000 --seconds 60 --rounds 3
     python bench/replay_bench.py --calls 10000 --seconds 2 --g722-calls 0   # call churn
+    python bench/replay_bench.py --calls 2000 --g722-calls 0 --unsignalled-every 10
 
 A G.711 call at 20 ms carries 100 packets/s (50 each way), so packets/s / 100 is the number
 of concurrent calls that could be followed in real time.
@@ -74,10 +75,16 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, int, float]:
 
 
 def run_case(
-    calls: int, seconds: float, rounds: int, work: Path, with_tshark: bool, codec: str = "PCMU"
+    calls: int,
+    seconds: float,
+    rounds: int,
+    work: Path,
+    with_tshark: bool,
+    codec: str = "PCMU",
+    unsignalled_every: int = 0,
 ) -> dict:
     capture = work / f"load-{calls}.pcap"
-    packets = generate(capture, calls, seconds, codec=codec)
+    packets = generate(capture, calls, seconds, codec=codec, unsignalled_every=unsignalled_every)
     best: dict[str, tuple[float, int, float]] = {}
     for _ in range(rounds):  # alternate, keep each one's best: these machines are noisy
         b = baseline(capture)
@@ -154,6 +161,13 @@ def main() -> None:
         "--g722-calls", type=int, default=300, help="G.722 case size (0: no G.722 case)"
     )
     parser.add_argument("--no-tshark", action="store_true")
+    parser.add_argument(
+        "--unsignalled-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="leave out the SIP of every Nth call: its RTP shares every call's ports, unexplained",
+    )
     args = parser.parse_args()
     # About 2M packets a case, but calls of 10 s from 1,000 calls up: cases that compare how
     # the cost grows with concurrent calls must carry the same call set-up and tear-down
@@ -163,7 +177,14 @@ def main() -> None:
         work = Path(tmp)
         rows = []
         for calls, length in zip(args.calls, seconds, strict=True):
-            row = run_case(calls, length, args.rounds, work, not args.no_tshark)
+            row = run_case(
+                calls,
+                length,
+                args.rounds,
+                work,
+                not args.no_tshark,
+                unsignalled_every=args.unsignalled_every,
+            )
             rows.append(row)
             print(report(row), flush=True)
         if args.g722_calls:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
@@ -15,6 +16,10 @@ from recorder.core.model import Datagram
 from recorder.core.stats import CoreStats
 
 MAX_ENDPOINTS_PER_CALL = 64  # media addresses one call may hold (re-INVITEs add some)
+MAX_SIP_ADDRS = 4  # addresses a side's SIP may come from, remembered for NAT latching
+# Calls probed on one port before a NAT'd packet is given up as ambiguous: many phones share
+# a port number, and an unmatched packet must not cost a walk over every call.
+MAX_PORT_PROBES = 64
 
 
 def endpoint_key(ip: bytes, port: int) -> bytes:
@@ -46,6 +51,9 @@ class CallTable:
         self._by_serial: dict[int, Call] = {}
         # SDP media port -> {(serial, side): (call, side)}: many phones share a port number.
         self._by_port: dict[int, dict[tuple[int, int], tuple[Call, int]]] = {}
+        # (SDP media port, address the side's SIP came from) -> the same: NAT latching
+        # looks a packet up here in one step, however many calls share the port.
+        self._by_port_addr: dict[tuple[int, bytes], dict[tuple[int, int], tuple[Call, int]]] = {}
         self._other: dict[bytes, Call] = {}  # endpoints of the calls' non-audio media
         self._other_ports: dict[int, list[Call]] = {}  # their ports, for NAT'd streams
 
@@ -87,6 +95,19 @@ class CallTable:
         self.version += 1
         call.endpoints.add(key)
         self._by_port.setdefault(port, {})[(call.serial, side)] = (call, side)
+        if port not in call.media_ports[side]:
+            call.media_ports[side].add(port)
+            for addr in call.sip_addrs[side]:
+                self._by_port_addr.setdefault((port, addr), {})[(call.serial, side)] = (call, side)
+
+    def add_sip_addr(self, call: Call, side: int, addr: bytes) -> None:
+        """Remember where a side's SIP came from (a few addresses at most)."""
+        addrs = call.sip_addrs[side]
+        if addr in addrs or len(addrs) >= MAX_SIP_ADDRS:
+            return
+        addrs.add(addr)
+        for port in call.media_ports[side]:
+            self._by_port_addr.setdefault((port, addr), {})[(call.serial, side)] = (call, side)
 
     def add_other_media(self, call: Call, ip: bytes, port: int) -> None:
         """A non-audio stream of the call (video, T.38 fax): known, deliberately not recorded."""
@@ -102,10 +123,14 @@ class CallTable:
         other = self._other
         if endpoint_key(dg.dst_ip, dg.dport) in other or endpoint_key(dg.src_ip, dg.sport) in other:
             return True
-        ports = {
-            key[-2:] for c in (self._other_ports.get(dg.sport, ())) for key in c.other_endpoints
-        }
-        return dg.dport.to_bytes(2, "big") in ports and dg.sport.to_bytes(2, "big") in ports
+        # NAT: one call holds both ports (among the first MAX_PORT_PROBES holding one).
+        holders = self._other_ports.get(dg.sport, ())
+        dport = dg.dport.to_bytes(2, "big")
+        return any(
+            key[-2:] == dport
+            for c in itertools.islice(holders, MAX_PORT_PROBES)
+            for key in c.other_endpoints
+        )
 
     def latch(self, dg: Datagram) -> tuple[Call, int] | None:
         """Match RTP that NAT moved off its SDP addresses (symmetric RTP, RFC 4961): the
@@ -117,16 +142,12 @@ class CallTable:
         payload = dg.payload
         if len(payload) < 12 or payload[0] >> 6 != 2:
             return None  # not RTP
-        src = list(self._by_port.get(dg.sport, {}).values())
-        dst = list(self._by_port.get(dg.dport, {}).values())
-        dst_sides = {(c.serial, s) for c, s in dst}  # linear: a port many phones share
-        pairs = {(c.serial, s): c for c, s in src if (c.serial, 1 - s) in dst_sides}
-        if len(pairs) != 1:
-            pairs = {(c.serial, s): c for c, s in src if dg.src_ip in c.sip_addrs[s]}
-            pairs.update({(c.serial, 1 - s): c for c, s in dst if dg.dst_ip in c.sip_addrs[s]})
-        if len(pairs) != 1:
+        found = self._by_two_ports(dg.sport, dg.dport)
+        if found is None:
+            found = self._by_port_and_sip_addr(dg)
+        if found is None:
             return None  # nothing, or ambiguous: better unmatched than another call's
-        ((_serial, sender), call), *_ = pairs.items()
+        call, sender = found
         for ip, port in ((dg.src_ip, dg.sport), (dg.dst_ip, dg.dport)):
             holder = self.endpoints.get(endpoint_key(ip, port))
             if holder is not None and holder[0] is not call:
@@ -134,6 +155,37 @@ class CallTable:
         self.add_endpoint(call, sender, dg.src_ip, dg.sport)
         self.add_endpoint(call, 1 - sender, dg.dst_ip, dg.dport)
         self._stats.latched += 1
+        return call, sender
+
+    def _by_two_ports(self, sport: int, dport: int) -> tuple[Call, int] | None:
+        """The one call whose sides' SDP ports are these two (sending side: `sport`'s).
+        The smaller holder list is walked, probing the other; two matches are ambiguous."""
+        src = self._by_port.get(sport, {})
+        dst = self._by_port.get(dport, {})
+        flip = len(dst) < len(src)
+        walk, probe = (dst, src) if flip else (src, dst)
+        found = None
+        for (serial, side), (call, _) in itertools.islice(walk.items(), MAX_PORT_PROBES):
+            if (serial, 1 - side) in probe:
+                if found is not None:
+                    return None
+                found = (call, 1 - side if flip else side)
+        if found is not None and len(walk) > MAX_PORT_PROBES:
+            return None  # a second match may lie past the probes: not sure, so not taken
+        return found
+
+    def _by_port_and_sip_addr(self, dg: Datagram) -> tuple[Call, int] | None:
+        """The one side whose SDP port is one end of the packet and whose SIP came from
+        that end's address (the sender, or the receiver)."""
+        sent = self._by_port_addr.get((dg.sport, dg.src_ip), {})
+        received = self._by_port_addr.get((dg.dport, dg.dst_ip), {})
+        if len(sent) > 1 or len(received) > 1:
+            return None  # ambiguous already
+        pairs = {(serial, side): call for (serial, side), (call, _) in sent.items()}
+        pairs.update({(serial, 1 - side): call for (serial, side), (call, _) in received.items()})
+        if len(pairs) != 1:
+            return None
+        ((_serial, sender), call), *_ = pairs.items()
         return call, sender
 
     def _evict(self, now_ns: int) -> None:
@@ -194,6 +246,14 @@ class CallTable:
                 holders.pop((call.serial, 1), None)
                 if not holders:
                     del self._by_port[port]
+        for side in (0, 1):
+            for port in call.media_ports[side]:
+                for addr in call.sip_addrs[side]:
+                    holders = self._by_port_addr.get((port, addr))
+                    if holders is not None:
+                        holders.pop((call.serial, side), None)
+                        if not holders:
+                            del self._by_port_addr[(port, addr)]
         self._end_raw(call, reason)
         if call.recording_open:
             self.end_recording(call, now_ns, reason)

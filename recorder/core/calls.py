@@ -55,8 +55,11 @@ class Call:
     first_codec: str = ""  # first audio encoding offered/answered (chooses the sample rate)
     endpoints: set[bytes] = field(default_factory=set)
     other_endpoints: set[bytes] = field(default_factory=set)  # video, fax: not recorded
-    # Addresses each side's SIP came from (for NAT latching), a few at most.
+    # Addresses each side's SIP came from (for NAT latching), a few at most; add them
+    # through CallTable.add_sip_addr, which indexes them with the side's media ports.
     sip_addrs: tuple[set[bytes], set[bytes]] = field(default_factory=lambda: (set(), set()))
+    # The SDP media ports each side receives at (kept by CallTable.add_endpoint).
+    media_ports: tuple[set[int], set[int]] = field(default_factory=lambda: (set(), set()))
     first_rtp_ns: int | None = None
     last_rtp_ns: int = 0
     timeline: CallTimeline | None = None

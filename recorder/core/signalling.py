@@ -58,8 +58,7 @@ class Signalling:
         else:
             sender = call.sender_of_response(msg.from_tag)
             self._response(call, msg, now_ns)
-        if len(call.sip_addrs[sender]) < 4:
-            call.sip_addrs[sender].add(src_ip)
+        self._table.add_sip_addr(call, sender, src_ip)
         body = sdp_body(msg)
         if body:
             self._learn_media(call, sender, body)

@@ -34,6 +34,7 @@ _WINDOW_MIN = 256  # frames looked up at once after the call table changed
 WINDOW_MAX = 1 << 18
 _FAST_LINKTYPES = (LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL)
 _SHORT_RUN = 16  # fewer fast frames than this in a row: numpy costs more than it saves
+UNEXPLAINED = -2  # a frame's code: RTP of a flow no call explains (-1: the per-frame path)
 _HEADER = np.arange(48, dtype=np.int64)  # link, IPv4 and UDP headers: bytes 0-47
 _GATHER = 16384  # frames whose headers are gathered at once
 _SLL_NETLINK = 824  # ARPHRD_NETLINK: SLL frames of netlink, never IP
@@ -49,7 +50,7 @@ class _Classified:
     same: the core's inline test for Ethernet/IPv4 (`receive_frame`), and `NetDecoder`'s
     fast path for one 802.1Q tag and for Linux cooked capture (what `any` captures)."""
 
-    __slots__ = ("dst", "eligible", "payload_end", "payload_start", "src")
+    __slots__ = ("dst", "eligible", "payload_end", "payload_start", "src", "unexplainable")
 
     def __init__(self, block: FrameBlock, tunnel_ports: frozenset[int]) -> None:
         buf = np.frombuffer(block.data, dtype=np.uint8)
@@ -66,14 +67,23 @@ class _Classified:
         self.src: _Ints = np.zeros(n, dtype=np.int64)
         self.payload_start: _Ints = np.zeros(n, dtype=np.int64)
         self.payload_end: _Ints = np.zeros(n, dtype=np.int64)
+        # Frames that, missing every endpoint, would be counted as unexplained RTP the
+        # moment their flow is known as such: `NetDecoder`'s fast path decodes them (so
+        # the per-frame path sees the same datagram) and their payload looks like RTP.
+        self.unexplainable: _Bools = np.zeros(n, dtype=bool)
         if block.linktype == LINKTYPE_ETHERNET:
             ipv4 = (h[:, 12] == 0x08) & (h[:, 13] == 0x00)
             self._add(starts, h, 14, ipv4 & _inline_rules(h, lengths))
+            self._rtp_like(h, lengths, 14, ipv4 & _decoder_rules(h, lengths, 14, tunnel_ports))
             vlan = (h[:, 12] == 0x81) & (h[:, 13] == 0) & (h[:, 16] == 0x08) & (h[:, 17] == 0)
-            self._add(starts, h, 18, vlan & _decoder_rules(h, lengths, 18, tunnel_ports))
+            vlan &= _decoder_rules(h, lengths, 18, tunnel_ports)
+            self._add(starts, h, 18, vlan)
+            self._rtp_like(h, lengths, 18, vlan)
         elif block.linktype == LINKTYPE_LINUX_SLL:
             sll = (h[:, 14] == 0x08) & (h[:, 15] == 0) & (_u16(h, 2) != _SLL_NETLINK)
-            self._add(starts, h, 16, sll & _decoder_rules(h, lengths, 16, tunnel_ports))
+            sll &= _decoder_rules(h, lengths, 16, tunnel_ports)
+            self._add(starts, h, 16, sll)
+            self._rtp_like(h, lengths, 16, sll)
 
     def _add(self, starts: _Ints, h: _Bytes, off: int, mask: _Bools) -> None:
         """Frames of `mask` carry IPv4 (no options) and UDP at `off`."""
@@ -82,6 +92,17 @@ class _Classified:
         self.src[mask] = ((_u32(h, off + 12) << 16) | _u16(h, off + 20))[mask]
         self.payload_start[mask] = starts[mask] + off + 28
         self.payload_end[mask] = (starts + off + 20 + _u16(h, off + 24))[mask]
+
+    def _rtp_like(self, h: _Bytes, lengths: _Ints, off: int, decodable: _Bools) -> None:
+        """`OrphanStreams.note`'s test of the UDP payload at `off + 28` (at least 12 bytes:
+        its first two lie within the gathered header bytes)."""
+        pt = h[:, off + 29] & 0x7F
+        self.unexplainable |= (
+            decodable
+            & (_u16(h, off + 24) >= 8 + 12)
+            & (h[:, off + 28] >> 6 == 2)
+            & ((pt < 72) | (pt > 76))
+        )
 
 
 def _u16(h: _Bytes, at: int) -> _Ints:
@@ -146,7 +167,9 @@ def receive_block(core: RecorderCore, block: FrameBlock, start: int = 0) -> None
         due = int(np.searchsorted(latest, threshold))
         stop = min(stop, pos + due + 1)
         codes = _lookup(table.fast, c, pos, stop)
-        slow = (np.flatnonzero(codes < 0) + pos).tolist()
+        if core.orphans.fast:
+            _mark_unexplained(core, c, codes, pos)
+        slow = (np.flatnonzero(codes == -1) + pos).tolist()
         if due < len(latest) and (not slow or slow[-1] != pos + due):
             slow.append(pos + due)
         version, changed = table.version, False
@@ -193,18 +216,55 @@ def _lookup(fast: dict[int, int], c: _Classified, start: int, stop: int) -> _Int
     return codes
 
 
+def _mark_unexplained(core: RecorderCore, c: _Classified, codes: _Ints, start: int) -> None:
+    """Code UNEXPLAINED the frames of flows found unexplained before, while nothing about
+    their two ports changed since (`CallTable.port_gen`): the per-frame path would find
+    them unexplained again, at about 17 us a packet, and break the runs of known RTP."""
+    stop = start + len(codes)
+    candidates = np.flatnonzero((codes < 0) & c.unexplainable[start:stop])
+    if not len(candidates):
+        return
+    fast, gen = core.orphans.fast, core.calls.port_gen
+    srcs = c.src[start:stop][candidates].tolist()
+    dsts = c.dst[start:stop][candidates].tolist()
+    for k, src, dst in zip(candidates.tolist(), srcs, dsts, strict=True):
+        flow = fast.get(src << 48 | dst)
+        if flow is not None and flow.judged == (gen.get(src & 0xFFFF, 0), gen.get(dst & 0xFFFF, 0)):
+            codes[k] = UNEXPLAINED
+
+
+def _count_unexplained(
+    core: RecorderCore, block: FrameBlock, c: _Classified, frames: _Ints
+) -> None:
+    """What `OrphanStreams.note` and the drop counter do for each of these frames."""
+    fast = core.orphans.fast
+    for src, dst, t in zip(
+        c.src[frames].tolist(), c.dst[frames].tolist(), block.times[frames].tolist(), strict=True
+    ):
+        flow = fast[src << 48 | dst]  # (Python ints: 96 bits)
+        flow.packets += 1
+        flow.last_ns = t
+    core.stats.drops[("rtp", "unsignalled")] += len(frames)
+
+
 def _queue(
     core: RecorderCore, block: FrameBlock, c: _Classified, codes: _Ints, start: int, stop: int
 ) -> None:
-    """Queue fast frames start:stop on their calls, as the per-frame fast path would."""
+    """Queue fast frames start:stop on their calls, as the per-frame fast path would, and
+    count those of unexplained flows."""
     if stop - start < _SHORT_RUN:
         _one_by_one(core, block, start, stop)
         return
-    order = np.argsort(codes, kind="stable")  # per call side, capture order kept
+    unexplained = np.flatnonzero(codes == UNEXPLAINED)
+    if len(unexplained):
+        known = np.flatnonzero(codes >= 0)
+        order = known[np.argsort(codes[known], kind="stable")]
+    else:
+        order = np.argsort(codes, kind="stable")  # per call side, capture order kept
     sorted_codes = codes[order]
     bounds = np.flatnonzero(sorted_codes[1:] != sorted_codes[:-1]) + 1
-    firsts = [0, *bounds.tolist()]
-    lasts = [*bounds.tolist(), len(order)]
+    firsts = [0, *bounds.tolist()] if len(order) else []
+    lasts = [*bounds.tolist(), len(order)] if len(order) else []
     order += start
     times = block.times[order].tolist()
     data = block.data
@@ -226,4 +286,6 @@ def _queue(
     for pending_times, pending_datas, first, last in groups:
         pending_times.extend(times[first:last])
         pending_datas.extend(datas[first:last])
+    if len(unexplained):
+        _count_unexplained(core, block, c, unexplained + start)
     core.stats.frames += stop - start

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from recorder.core.calls import ANSWERED, CANCELLED, FAILED, Call
 from recorder.core.events import CallNotRecorded, Event, RecordingAudio, RecordingEnded
@@ -54,6 +54,10 @@ class CallTable:
         # (SDP media port, address the side's SIP came from) -> the same: NAT latching
         # looks a packet up here in one step, however many calls share the port.
         self._by_port_addr: dict[tuple[int, bytes], dict[tuple[int, int], tuple[Call, int]]] = {}
+        # Port -> a count bumped whenever what NAT latching or `other_media` sees of that
+        # port changes (`version` too): an RTP flow found unexplained stays so while its
+        # two ports' counts hold, which lets a block count its packets without a lookup.
+        self.port_gen: dict[int, int] = {}
         self._other: dict[bytes, Call] = {}  # endpoints of the calls' non-audio media
         self._other_ports: dict[int, list[Call]] = {}  # their ports, for NAT'd streams
 
@@ -92,7 +96,7 @@ class CallTable:
         self.endpoints[key] = (call, side)
         if len(key) == 6:  # IPv4 only: the block fast path reads Ethernet/IPv4 frames
             self.fast[int.from_bytes(key, "big")] = call.serial * 2 + side
-        self.version += 1
+        self._touch((port,))
         call.endpoints.add(key)
         self._by_port.setdefault(port, {})[(call.serial, side)] = (call, side)
         if port not in call.media_ports[side]:
@@ -108,12 +112,20 @@ class CallTable:
         addrs.add(addr)
         for port in call.media_ports[side]:
             self._by_port_addr.setdefault((port, addr), {})[(call.serial, side)] = (call, side)
+        self._touch(call.media_ports[side])
+
+    def _touch(self, ports: Iterable[int]) -> None:
+        gen = self.port_gen
+        for port in ports:
+            gen[port] = gen.get(port, 0) + 1
+        self.version += 1
 
     def add_other_media(self, call: Call, ip: bytes, port: int) -> None:
         """A non-audio stream of the call (video, T.38 fax): known, deliberately not recorded."""
         key = endpoint_key(ip, port)
         self._other[key] = call
         call.other_endpoints.add(key)
+        self._touch((port,))
         holders = self._other_ports.setdefault(port, [])
         if call not in holders:
             holders.append(call)
@@ -254,6 +266,9 @@ class CallTable:
                         holders.pop((call.serial, side), None)
                         if not holders:
                             del self._by_port_addr[(port, addr)]
+        self._touch(
+            {int.from_bytes(key[-2:], "big") for key in call.endpoints | call.other_endpoints}
+        )
         self._end_raw(call, reason)
         if call.recording_open:
             self.end_recording(call, now_ns, reason)

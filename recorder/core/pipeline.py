@@ -59,7 +59,7 @@ class RecorderCore:
         self._tcp = TcpSipStreams()
         self.media = MediaPath(self.limits, self.stats, self._events.append)
         self.calls = CallTable(self.limits, self.stats, self.media, self._events.append)
-        self._orphans = OrphanStreams()
+        self.orphans = OrphanStreams()
         self._signalling = Signalling(
             self.limits, self.stats, self.calls, policy or RecordEverything()
         )
@@ -139,13 +139,15 @@ class RecorderCore:
                 self.media.enqueue(latched[0], latched[1], now, dg.payload)
             elif self.calls.other_media(dg):
                 self.stats.drop("rtp", "not_audio")  # video or fax of a call we follow
-            elif self._orphans.note(dg, now):
+            elif (flow := self.orphans.note(dg, now)) is not None:
                 self.stats.drop("rtp", "unsignalled")  # reported when the stream ends
+                gen = self.calls.port_gen
+                flow.judged = (gen.get(dg.sport, 0), gen.get(dg.dport, 0))
             else:
                 self.stats.drop("udp", "unmatched")
         elif dg.proto == PROTO_TCP:
             if 5061 in (dg.sport, dg.dport) and dg.payload:
-                self._orphans.tls_seen = True  # SIP over TLS: what it carries is not ours
+                self.orphans.tls_seen = True  # SIP over TLS: what it carries is not ours
             key = (dg.src_ip, dg.sport, dg.dst_ip, dg.dport)
             # Only SIP streams are reassembled: a known stream, the SIP ports, or a first
             # payload that starts like SIP (TLS, HTTP and the rest cost one check).
@@ -185,14 +187,14 @@ class RecorderCore:
         for (src_ip, _sport, dst_ip, _dport), message in self._tcp.expire(now):
             self._sip(message, now, src_ip, dst_ip)  # released from behind a hole
         self.calls.sweep(now)
-        self._events.extend(self._orphans.expire(now))
+        self._events.extend(self.orphans.expire(now))
 
     def close(self, now_ns: int | None = None, reason: str = "end_of_capture") -> None:
         """End every call still open (end of the captures, or shutdown)."""
         now = max(self.now_ns, now_ns or 0)
         for call in self.calls:  # a call already ending (BYE seen) ends for that reason
             self.calls.end(call, now, call.end_reason or reason)
-        self._events.extend(self._orphans.expire(now, everything=True))
+        self._events.extend(self.orphans.expire(now, everything=True))
 
     # -- control (PCI DSS pause/resume, opt-out) -----------------------------------------
 

@@ -17,9 +17,9 @@ from recorder.core.limits import CoreLimits
 from recorder.core.model import Frame, FrameBlock
 from recorder.core.pipeline import RecorderCore
 from recorder.runtime.sources import CaptureFile
-from tests.builders import fast_udp, rtp
+from tests.builders import CallBuilder, fast_udp, rtp, sip
 from tests.core.test_batch_equivalence import build, packet_ops
-from tests.core.test_timeline_rules import MS
+from tests.core.test_timeline_rules import MS, T0
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -64,6 +64,11 @@ def noise(kind: str, t: int, n: int) -> Frame:
             1,
             fast_udp("192.0.2.7", 17000, "10.2.0.2", 17002, rtp(0, n, n * 160, 77, b"\xff" * 160)),
         )
+    if kind == "unexplained":  # one flow on the calls' SDP ports: latched once it is sure
+        payload = rtp(0, n, n * 160, 78, b"\x7f" * 160) if n % 7 else b"\x00" * 20
+        return Frame(t, 1, fast_udp("192.0.2.9", 40000, "192.0.2.10", 50000, payload))
+    if kind == "unexplained_elsewhere":  # a flow no call ever explains
+        return Frame(t, 1, fast_udp("192.0.2.11", 6000, "192.0.2.12", 6002, rtp(8, n, 0, 9, b"")))
     if kind == "bad_udp_length":
         frame = bytearray(fast_udp("10.1.0.1", 17000, "10.2.0.2", 17002, b"\x80" * 30))
         frame[38:40] = b"\xff\xff"
@@ -91,12 +96,22 @@ def noise(kind: str, t: int, n: int) -> Frame:
     noises=st.lists(
         st.tuples(
             st.sampled_from(
-                ["garbage", "unknown_udp", "nat", "bad_udp_length", "fragment", "sll", "ipv6"]
+                [
+                    "garbage",
+                    "unknown_udp",
+                    "nat",
+                    "unexplained",
+                    "unexplained_elsewhere",
+                    "bad_udp_length",
+                    "fragment",
+                    "sll",
+                    "ipv6",
+                ]
             ),
             st.integers(0, 4000),
             st.integers(0, 1000),
         ),
-        max_size=40,
+        max_size=80,
     ),
     backwards=st.lists(st.integers(0, 10_000), max_size=5),
     cuts=st.lists(st.integers(0, 3000), max_size=8),
@@ -129,6 +144,128 @@ def relink(frame: Frame, link: str, k: int) -> Frame:
     if link == "sll":
         return Frame(frame.ts_ns, 113, b"\0\0\0\1\0\6" + data[6:12] + b"\0\0" + data[12:])
     return Frame(frame.ts_ns, 1, data[:12] + b"\x81\x00\x00\x07" + data[12:])
+
+
+def _unexplained_stream(start_ns: int, count: int, link: str) -> list[Frame]:
+    """RTP from hosts no SIP named, onto the ports every test call offers (40000, 50000)."""
+    return [
+        relink(
+            Frame(
+                start_ns + i * 20 * MS,
+                1,
+                fast_udp(
+                    "192.0.2.9", 40000, "192.0.2.10", 50000, rtp(0, i, 160 * i, 78, bytes(160))
+                ),
+            ),
+            link,
+            i,
+        )
+        for i in range(count)
+    ]
+
+
+def _unsignalled(stats: dict) -> int:
+    # dataclasses.asdict rebuilds the drops Counter from its (key, count) pairs as keys.
+    return dict(pair for pair, _ in stats["drops"].items()).get(("rtp", "unsignalled"), 0)
+
+
+def _judged_per_frame(monkeypatch: pytest.MonkeyPatch, frames: list[Frame]) -> tuple:
+    """Outcome in blocks of 256 frames, and how many frames the per-frame path found
+    unexplained (a flow is known as unexplained from the block after its first packet)."""
+    from recorder.core.orphans import OrphanStreams
+
+    seen = []
+    note = OrphanStreams.note
+    monkeypatch.setattr(
+        OrphanStreams, "note", lambda self, dg, now: seen.append(now) or note(self, dg, now)
+    )
+    result = in_blocks(frames, list(range(0, len(frames), 256)))
+    monkeypatch.setattr(OrphanStreams, "note", note)
+    return result, len(seen)
+
+
+@pytest.mark.parametrize("link", ["ethernet", "vlan", "sll"])
+def test_unexplained_rtp_is_counted_in_place_until_a_call_can_claim_it(
+    monkeypatch: pytest.MonkeyPatch, link: str
+) -> None:
+    """Before the answer only the caller's port is known: the stream is unexplained, and a
+    block counts its packets without the per-frame path. The answer brings the callee's
+    port: from then on the stream's two ports are the call's, and it is latched."""
+    call = CallBuilder(call_id="claims@test")
+    call.invite(T0)
+    call.answer(T0 + 8000 * MS)
+    for i in range(450):
+        call.rtp_from_caller(T0 + 1000 * MS + i * 20 * MS, rtp(0, i, 160 * i, 5, bytes(160)))
+    frames = [relink(f, link, k) for k, f in enumerate(call.frames)]
+    frames = sorted(frames + _unexplained_stream(T0 + 110 * MS, 495, link), key=lambda f: f.ts_ns)
+    (events, stats), judged = _judged_per_frame(monkeypatch, frames)
+    assert (events, stats) == one_by_one(frames)
+    assert stats["latched"] == 1
+    assert _unsignalled(stats) == 395  # 110 ms to 8 s, then latched
+    assert judged < 395 // 2  # the first block's; the rest were counted in place
+
+
+def test_unexplained_rtp_is_claimed_when_a_call_sharing_its_ports_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two calls offer the same ports: the stream is ambiguous, unexplained. When one of
+    them has ended (BYE, then the sweep), it is the other's."""
+    frames: list[Frame] = []
+    for n, bye_at in enumerate((None, 3000)):
+        call = CallBuilder(
+            call_id=f"shared-{n}@test", caller_ip=f"10.0.{n}.1", callee_ip=f"10.0.{n}.2"
+        )
+        call.invite(T0 + n * MS)
+        call.answer(T0 + 500 * MS + n * MS)
+        for i in range(300 if bye_at is None else 115):  # the second stops before its BYE
+            call.rtp_from_caller(T0 + 600 * MS + i * 20 * MS, rtp(0, i, 160 * i, 5 + n, bytes(160)))
+        if bye_at is not None:
+            call.bye(T0 + bye_at * MS)
+        frames += call.frames
+    frames = sorted(
+        frames + _unexplained_stream(T0 + 700 * MS, 300, "ethernet"), key=lambda f: f.ts_ns
+    )
+    (events, stats), judged = _judged_per_frame(monkeypatch, frames)
+    assert (events, stats) == one_by_one(frames)
+    assert stats["latched"] == 1
+    assert 100 < _unsignalled(stats) < 300
+    assert judged < 100
+
+
+def test_unexplained_rtp_is_claimed_once_its_address_sends_sip(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two calls offer the same ports (ambiguous); the stream comes from an address no SIP
+    came from, until the first caller's SIP comes from there (a new NAT binding): then
+    that caller's port with that address is the first call's, and the stream is latched."""
+    moved = "198.51.9.99"
+    frames: list[Frame] = []
+    for n in range(2):
+        call = CallBuilder(
+            call_id=f"moves-{n}@test", caller_ip=f"10.0.{n}.1", callee_ip=f"10.0.{n}.2"
+        )
+        call.invite(T0 + n * MS)
+        call.answer(T0 + 500 * MS + n * MS)
+        for i in range(400):
+            call.rtp_from_caller(T0 + 600 * MS + i * 20 * MS, rtp(0, i, 160 * i, 5 + n, bytes(160)))
+        if n == 0:
+            info = sip("INFO sip:b@example.com SIP/2.0", [*call._dialog(True), ("CSeq", "2 INFO")])
+            call.add(T0 + 5000 * MS, fast_udp(moved, 5060, call.callee_ip, 5060, info))
+        frames += call.frames
+    stream = [
+        Frame(
+            T0 + 610 * MS + i * 20 * MS,
+            1,
+            fast_udp(moved, 40000, "203.0.200.1", 50000, rtp(0, i, 160 * i, 78, bytes(160))),
+        )
+        for i in range(350)
+    ]
+    frames = sorted(frames + stream, key=lambda f: f.ts_ns)
+    (events, stats), judged = _judged_per_frame(monkeypatch, frames)
+    assert (events, stats) == one_by_one(frames)
+    assert stats["latched"] == 1
+    assert _unsignalled(stats) == 220  # 610 ms to 5 s, then latched
+    assert judged < 220 // 2
 
 
 def test_many_calls_in_one_block(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -47,8 +47,8 @@ def test_flood_of_unmatched_rtp_is_bounded() -> None:
             rtp(0, n, 160 * n, n, bytes(160)),
         )
         core.receive_frame(Frame(T0 + n * 1000, 1, data))
-    assert len(core._orphans._flows) <= 10_000
-    assert core._orphans.evicted >= 20_000
+    assert len(core.orphans._flows) <= 10_000
+    assert core.orphans.evicted >= 20_000
     assert core.stats.drops[("rtp", "unsignalled")] == 30_000
 
 

@@ -172,7 +172,9 @@ def receive_block(core: RecorderCore, block: FrameBlock, start: int = 0) -> None
         slow = (np.flatnonzero(codes == -1) + pos).tolist()
         if due < len(latest) and (not slow or slow[-1] != pos + due):
             slow.append(pos + due)
-        version, changed = table.version, False
+        # The frames marked UNEXPLAINED stay so until the table changes, or a new flow
+        # pushes an old one out of the bounded table of unexplained flows.
+        version, evicted, changed = table.version, core.orphans.evicted, False
         k = pos
         for s in (*slow, stop):
             if s > k:
@@ -185,7 +187,11 @@ def receive_block(core: RecorderCore, block: FrameBlock, start: int = 0) -> None
             core.block_position = s
             core.receive_frame(block.frame(s))
             k = s + 1
-            if table.version != version or core.get_timer() > threshold:
+            if (
+                table.version != version
+                or core.orphans.evicted != evicted
+                or core.get_timer() > threshold
+            ):
                 changed = True
                 break
         pos = k

@@ -268,6 +268,35 @@ def test_unexplained_rtp_is_claimed_once_its_address_sends_sip(
     assert judged < 220 // 2
 
 
+def test_an_unexplained_flow_pushed_out_of_its_table_is_a_new_flow_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With room for two unexplained flows, a third pushes the oldest out in the middle of
+    a block: that flow's next packets start a new entry, as one by one, not a count on the
+    entry that is gone."""
+    from recorder.core.orphans import OrphanStreams
+
+    init = OrphanStreams.__init__
+    monkeypatch.setattr(
+        OrphanStreams, "__init__", lambda self, **kw: init(self, **{**kw, "max_flows": 2})
+    )
+
+    def packet(host: int, i: int) -> Frame:
+        data = rtp(0, i, 160 * i, host, bytes(160))
+        return Frame(T0 + i * MS, 1, fast_udp(f"192.0.2.{host}", 7000, "192.0.2.99", 7002, data))
+
+    frames = [packet(1, 0), packet(2, 1)]
+    frames += [packet(1 + i % 2, 2 + i) for i in range(20)]  # both known: counted in place
+    frames += [packet(3, 22)]  # pushes flow 1 out
+    frames += [packet(1 + i % 2, 23 + i) for i in range(20)]
+    frames = [f._replace(ts_ns=T0 + k * MS) for k, f in enumerate(frames)]
+    blocks = in_blocks(frames, [2])
+    assert blocks == one_by_one(frames)
+    reported = {e.call_id: e for e in blocks[0]}
+    again = reported["rtp:192.0.2.1:7000 -> 192.0.2.99:7002"]  # its new entry
+    assert (again.first_ns, again.reason.split(",")[0]) == (T0 + 23 * MS, "10 RTP packets")
+
+
 def test_many_calls_in_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
     """A block long enough for the window to grow, sweeps inside it, calls ending in it;
     its headers gathered in many slices."""

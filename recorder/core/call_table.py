@@ -20,6 +20,11 @@ MAX_SIP_ADDRS = 4  # addresses a side's SIP may come from, remembered for NAT la
 # Calls probed on one port before a NAT'd packet is given up as ambiguous: many phones share
 # a port number, and an unmatched packet must not cost a walk over every call.
 MAX_PORT_PROBES = 64
+# How long the media endpoints of an ended call are remembered, and how many at most: a far
+# end may go on sending after the BYE, and those packets must not be latched into another
+# call that offered the same two ports (its conversation would be mixed into a recording).
+ENDED_ENDPOINTS_NS = 30 * NS_PER_S
+MAX_ENDED_ENDPOINTS = 65_536
 
 
 def endpoint_key(ip: bytes, port: int) -> bytes:
@@ -58,6 +63,7 @@ class CallTable:
         # port changes (`version` too): an RTP flow found unexplained stays so while its
         # two ports' counts hold, which lets a block count its packets without a lookup.
         self.port_gen: dict[int, int] = {}
+        self._ended: OrderedDict[bytes, int] = OrderedDict()  # endpoint -> its call's end
         self._other: dict[bytes, Call] = {}  # endpoints of the calls' non-audio media
         self._other_ports: dict[int, list[Call]] = {}  # their ports, for NAT'd streams
 
@@ -155,6 +161,11 @@ class CallTable:
         if len(payload) < 12 or payload[0] >> 6 != 2:
             return None  # not RTP
         found = self._by_two_ports(dg.sport, dg.dport)
+        if found is not None and (
+            endpoint_key(dg.src_ip, dg.sport) in self._ended
+            or endpoint_key(dg.dst_ip, dg.dport) in self._ended
+        ):
+            found = None  # an ended call's media: the ports alone do not make it this call's
         if found is None:
             found = self._by_port_and_sip_addr(dg)
         if found is None:
@@ -212,8 +223,14 @@ class CallTable:
         self._stats.calls_evicted += 1
         self.end(victim, now_ns, "evicted")
 
+    def _forget_ended(self, key: bytes) -> None:
+        self._touch((int.from_bytes(key[-2:], "big"),))  # latching there may differ now
+
     def sweep(self, now_ns: int) -> None:
         """End calls whose time is up and hand settled audio of the others to the writer."""
+        ended = self._ended
+        while ended and now_ns - next(iter(ended.values())) >= ENDED_ENDPOINTS_NS:
+            self._forget_ended(ended.popitem(last=False)[0])
         idle_ns = int(self._limits.idle_timeout_s * NS_PER_S)
         setup_ns = int(self._limits.setup_timeout_s * NS_PER_S)
         place_calls(self._media, self.calls.values())  # every queue, in one batch
@@ -251,6 +268,10 @@ class CallTable:
                 del self.endpoints[key]
                 self.fast.pop(int.from_bytes(key, "big"), None)
                 self.version += 1
+                self._ended[key] = now_ns
+                self._ended.move_to_end(key)
+                if len(self._ended) > MAX_ENDED_ENDPOINTS:
+                    self._forget_ended(self._ended.popitem(last=False)[0])
             port = int.from_bytes(key[-2:], "big")
             holders = self._by_port.get(port)
             if holders is not None:

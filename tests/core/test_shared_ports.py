@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
 from recorder.core.events import RecordingAudio, RecordingStarted
 from recorder.core.model import Frame
@@ -133,3 +134,59 @@ def test_rtp_no_call_explains_costs_no_walk_over_the_calls_sharing_its_ports() -
     few, many = _unexplained_rtp_seconds(10), _unexplained_rtp_seconds(3000)
     # Measured: 1.1x with the indexes; 80-100x when each packet walked every call.
     assert many < 5 * few, (few, many)
+
+
+def test_rtp_after_a_call_ended_is_not_taken_by_the_other_call_on_its_ports() -> None:
+    """Two calls between different phones offer the same two ports. The first ends; its
+    far end keeps sending well past the BYE. Those packets match the other call's two
+    ports, but they came from a call that just ended on them: they are not the other
+    call's audio (they were latched into it, mixing another conversation in)."""
+    ended = CallBuilder(call_id="ended@test", caller_ip="10.0.1.1", callee_ip="10.0.1.2")
+    going = CallBuilder(call_id="going@test", caller_ip="10.0.2.1", callee_ip="10.0.2.2")
+    for call in (ended, going):
+        call.invite(T0)
+        call.answer(T0 + 500 * MS)
+    for i in range(250):  # 5 s from each; the first call's BYE at 2 s, its RTP goes on
+        ended.rtp_from_caller(
+            CALLER_START + 10 * MS + i * 20 * MS,
+            rtp(0, 900 + i, 70_000 + 160 * i, 0xE, payload(i, 0)),
+        )
+        going.rtp_from_caller(CALLER_START + i * 20 * MS, rtp(0, i, 160 * i, 0x6, payload(i, 1)))
+    ended.bye(CALLER_START + 2000 * MS)
+    going.bye(CALLER_START + 5000 * MS)
+    core = RecorderCore()
+    for f in sorted(ended.frames + going.frames, key=lambda f: f.ts_ns):
+        core.receive_frame(f)
+    core.close()
+    events = list(core.events())
+    serial = next(
+        e.serial for e in events if isinstance(e, RecordingStarted) and e.call_id == going.call_id
+    )
+    pcm = b"".join(e.pcm for e in events if isinstance(e, RecordingAudio) and e.serial == serial)
+    caller = np.frombuffer(pcm, "<i2").reshape(-1, 2)[:, 0]
+    want = expected({i: payload(i, 1) for i in range(250)}, {}, 250 * 160)[:, 0]
+    np.testing.assert_array_equal(caller, want)
+    assert core.stats.latched == 0
+
+
+def test_ended_calls_endpoints_are_forgotten_after_a_while_and_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import recorder.core.call_table as call_table
+
+    monkeypatch.setattr(call_table, "MAX_ENDED_ENDPOINTS", 5)
+    core = RecorderCore()
+    for n in range(4):  # two endpoints each: the oldest go past five
+        call = CallBuilder(call_id=f"e{n}@test", caller_ip=f"10.0.{n}.1", callee_ip=f"10.0.{n}.2")
+        call.invite(T0 + n * 10 * MS)
+        call.answer(T0 + 500 * MS)
+        call.bye(T0 + 1000 * MS)
+        for f in call.sorted_frames():
+            core.receive_frame(f)
+    later = CallBuilder(call_id="later@test", caller_ip="10.0.9.1", callee_ip="10.0.9.2")
+    later.invite(T0 + 5000 * MS)  # the sweep at 5 s has ended the four calls
+    core.receive_frame(later.frames[0])
+    assert len(core.calls._ended) == 5
+    later.invite(T0 + 40_000 * MS)  # 30 s after they ended: forgotten
+    core.receive_frame(later.frames[1])
+    assert not core.calls._ended

@@ -74,16 +74,16 @@ class _Classified:
         if block.linktype == LINKTYPE_ETHERNET:
             ipv4 = (h[:, 12] == 0x08) & (h[:, 13] == 0x00)
             self._add(starts, h, 14, ipv4 & _inline_rules(h, lengths))
-            self._rtp_like(h, lengths, 14, ipv4 & _decoder_rules(h, lengths, 14, tunnel_ports))
+            self._rtp_like(h, 14, ipv4 & _decoder_rules(h, lengths, 14, tunnel_ports))
             vlan = (h[:, 12] == 0x81) & (h[:, 13] == 0) & (h[:, 16] == 0x08) & (h[:, 17] == 0)
             vlan &= _decoder_rules(h, lengths, 18, tunnel_ports)
             self._add(starts, h, 18, vlan)
-            self._rtp_like(h, lengths, 18, vlan)
+            self._rtp_like(h, 18, vlan)
         elif block.linktype == LINKTYPE_LINUX_SLL:
             sll = (h[:, 14] == 0x08) & (h[:, 15] == 0) & (_u16(h, 2) != _SLL_NETLINK)
             sll &= _decoder_rules(h, lengths, 16, tunnel_ports)
             self._add(starts, h, 16, sll)
-            self._rtp_like(h, lengths, 16, sll)
+            self._rtp_like(h, 16, sll)
 
     def _add(self, starts: _Ints, h: _Bytes, off: int, mask: _Bools) -> None:
         """Frames of `mask` carry IPv4 (no options) and UDP at `off`."""
@@ -93,7 +93,7 @@ class _Classified:
         self.payload_start[mask] = starts[mask] + off + 28
         self.payload_end[mask] = (starts + off + 20 + _u16(h, off + 24))[mask]
 
-    def _rtp_like(self, h: _Bytes, lengths: _Ints, off: int, decodable: _Bools) -> None:
+    def _rtp_like(self, h: _Bytes, off: int, decodable: _Bools) -> None:
         """`OrphanStreams.note`'s test of the UDP payload at `off + 28` (at least 12 bytes:
         its first two lie within the gathered header bytes)."""
         pt = h[:, off + 29] & 0x7F

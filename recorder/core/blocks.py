@@ -50,7 +50,15 @@ class _Classified:
     same: the core's inline test for Ethernet/IPv4 (`receive_frame`), and `NetDecoder`'s
     fast path for one 802.1Q tag and for Linux cooked capture (what `any` captures)."""
 
-    __slots__ = ("dst", "eligible", "payload_end", "payload_start", "src", "unexplainable")
+    __slots__ = (
+        "_later",
+        "_unexplainable",
+        "dst",
+        "eligible",
+        "payload_end",
+        "payload_start",
+        "src",
+    )
 
     def __init__(self, block: FrameBlock, tunnel_ports: frozenset[int]) -> None:
         buf = np.frombuffer(block.data, dtype=np.uint8)
@@ -67,23 +75,23 @@ class _Classified:
         self.src: _Ints = np.zeros(n, dtype=np.int64)
         self.payload_start: _Ints = np.zeros(n, dtype=np.int64)
         self.payload_end: _Ints = np.zeros(n, dtype=np.int64)
-        # Frames that, missing every endpoint, would be counted as unexplained RTP the
-        # moment their flow is known as such: `NetDecoder`'s fast path decodes them (so
-        # the per-frame path sees the same datagram) and their payload looks like RTP.
-        self.unexplainable: _Bools = np.zeros(n, dtype=bool)
+        # (IP offset, frames with IPv4/UDP there, whether NetDecoder's test is still to
+        # be applied to them): what `unexplainable` needs, computed only if asked.
+        decodable: list[tuple[int, _Bools, bool]] = []
         if block.linktype == LINKTYPE_ETHERNET:
             ipv4 = (h[:, 12] == 0x08) & (h[:, 13] == 0x00)
             self._add(starts, h, 14, ipv4 & _inline_rules(h, lengths))
-            self._rtp_like(h, 14, ipv4 & _decoder_rules(h, lengths, 14, tunnel_ports))
             vlan = (h[:, 12] == 0x81) & (h[:, 13] == 0) & (h[:, 16] == 0x08) & (h[:, 17] == 0)
             vlan &= _decoder_rules(h, lengths, 18, tunnel_ports)
             self._add(starts, h, 18, vlan)
-            self._rtp_like(h, 18, vlan)
+            decodable += [(14, ipv4, True), (18, vlan, False)]
         elif block.linktype == LINKTYPE_LINUX_SLL:
             sll = (h[:, 14] == 0x08) & (h[:, 15] == 0) & (_u16(h, 2) != _SLL_NETLINK)
             sll &= _decoder_rules(h, lengths, 16, tunnel_ports)
             self._add(starts, h, 16, sll)
-            self._rtp_like(h, 16, sll)
+            decodable.append((16, sll, False))
+        self._later = (h, lengths, tunnel_ports, decodable)
+        self._unexplainable: _Bools | None = None
 
     def _add(self, starts: _Ints, h: _Bytes, off: int, mask: _Bools) -> None:
         """Frames of `mask` carry IPv4 (no options) and UDP at `off`."""
@@ -93,16 +101,27 @@ class _Classified:
         self.payload_start[mask] = starts[mask] + off + 28
         self.payload_end[mask] = (starts + off + 20 + _u16(h, off + 24))[mask]
 
-    def _rtp_like(self, h: _Bytes, off: int, decodable: _Bools) -> None:
-        """`OrphanStreams.note`'s test of the UDP payload at `off + 28` (at least 12 bytes:
-        its first two lie within the gathered header bytes)."""
-        pt = h[:, off + 29] & 0x7F
-        self.unexplainable |= (
-            decodable
-            & (_u16(h, off + 24) >= 8 + 12)
-            & (h[:, off + 28] >> 6 == 2)
-            & ((pt < 72) | (pt > 76))
-        )
+    def unexplainable(self) -> _Bools:
+        """Frames that, missing every endpoint, would be counted as unexplained RTP the
+        moment their flow is known as such: `NetDecoder`'s fast path decodes them (so the
+        per-frame path sees the same datagram) and their payload passes
+        `OrphanStreams.note`'s test (at least 12 bytes; its first two lie within the
+        gathered header bytes). Computed when first asked: only while such flows exist."""
+        if self._unexplainable is None:
+            h, lengths, tunnel_ports, decodable = self._later
+            mask = np.zeros(len(h), dtype=bool)
+            for off, frames, check in decodable:
+                if check:
+                    frames = frames & _decoder_rules(h, lengths, off, tunnel_ports)
+                pt = h[:, off + 29] & 0x7F
+                mask |= (
+                    frames
+                    & (_u16(h, off + 24) >= 8 + 12)
+                    & (h[:, off + 28] >> 6 == 2)
+                    & ((pt < 72) | (pt > 76))
+                )
+            self._unexplainable = mask
+        return self._unexplainable
 
 
 def _u16(h: _Bytes, at: int) -> _Ints:
@@ -227,7 +246,7 @@ def _mark_unexplained(core: RecorderCore, c: _Classified, codes: _Ints, start: i
     their two ports changed since (`CallTable.port_gen`): the per-frame path would find
     them unexplained again, at about 17 us a packet, and break the runs of known RTP."""
     stop = start + len(codes)
-    candidates = np.flatnonzero((codes < 0) & c.unexplainable[start:stop])
+    candidates = np.flatnonzero((codes < 0) & c.unexplainable()[start:stop])
     if not len(candidates):
         return
     fast, gen = core.orphans.fast, core.calls.port_gen
@@ -262,11 +281,9 @@ def _queue(
         _one_by_one(core, block, start, stop)
         return
     unexplained = np.flatnonzero(codes == UNEXPLAINED)
-    if len(unexplained):
-        known = np.flatnonzero(codes >= 0)
-        order = known[np.argsort(codes[known], kind="stable")]
-    else:
-        order = np.argsort(codes, kind="stable")  # per call side, capture order kept
+    # Per call side, capture order kept; the unexplained frames (the only negative codes
+    # in a run) sort first and are counted apart.
+    order = np.argsort(codes, kind="stable")[len(unexplained) :]
     sorted_codes = codes[order]
     bounds = np.flatnonzero(sorted_codes[1:] != sorted_codes[:-1]) + 1
     firsts = [0, *bounds.tolist()] if len(order) else []

@@ -121,10 +121,13 @@ class CallTable:
         self._touch(call.media_ports[side])
 
     def _touch(self, ports: Iterable[int]) -> None:
+        """What latching sees of these ports changed: new generations, and a new `version`
+        (the block fast path's lookups are stale)."""
         gen = self.port_gen
+        before = self.version
         for port in ports:
             gen[port] = gen.get(port, 0) + 1
-        self.version += 1
+            self.version = before + 1
 
     def add_other_media(self, call: Call, ip: bytes, port: int) -> None:
         """A non-audio stream of the call (video, T.38 fax): known, deliberately not recorded."""
@@ -267,7 +270,6 @@ class CallTable:
             if self.endpoints.get(key, (None, 0))[0] is call:
                 del self.endpoints[key]
                 self.fast.pop(int.from_bytes(key, "big"), None)
-                self.version += 1
                 self._ended[key] = now_ns
                 self._ended.move_to_end(key)
                 if len(self._ended) > MAX_ENDED_ENDPOINTS:

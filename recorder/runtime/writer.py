@@ -7,7 +7,9 @@ group sync (`syncfs`, in a background thread) started every `fsync_interval_s`; 
 the final segment is written, the file fsynced and renamed from `.rec.partial` to `.rec`,
 and the audit record of its hash synced. What a crash can lose is therefore bounded by:
   - SIGKILL (the OS survives): the core's jitter window and flush cadence (at most 2 s) plus
-    the unsealed segment tail (< 16 KiB: 0.5 s of 8 kHz stereo);
+    the unsealed segment tail (< 16 KiB: 0.5 s of 8 kHz stereo), plus the sealed segments
+    the append thread has not written yet (`appender.py`: normally less than one turn of
+    the loop; with a stalled disk, at most 64 MiB over all recordings);
   - power loss: additionally what was written since the start of the last group sync that
     completed (`fsync_interval_s`, plus however long that sync took).
 """
@@ -35,10 +37,11 @@ from recorder.core.events import (
     RecordingMarker,
     RecordingStarted,
 )
+from recorder.runtime.appender import Appender
 from recorder.runtime.archive import PARTIAL_SUFFIX, Archive, new_recording_id
 from recorder.runtime.audit import AuditTrail, Value
 from recorder.runtime.durability import GroupSync
-from recorder.runtime.files import fsync_dir, write_all
+from recorder.runtime.files import fsync_dir
 from recorder.runtime.index import Index, RecordingRow
 from recorder.runtime.keystore import KeyStore
 from recorder.runtime.timefmt import rfc3339_ns
@@ -56,6 +59,7 @@ class OpenRecording:
     sha256: hashlib._Hash = field(default_factory=hashlib.sha256)
     size: int = 0
     failed: bool = False
+    write_error: OSError | None = None  # set by the append thread, reported by `_fail`
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,8 @@ class ArchiveWriter:
         self._pending_rows: list[RecordingRow] = []
         self._pending_audit: list[dict[str, Value]] = []
         self._pending_closes: list[tuple[OpenRecording, RecordingEnded, str]] = []
+        self._failed_ended: list[OpenRecording] = []  # their files close after the appends
+        self._appender: Appender[OpenRecording] = Appender()
         self._group = GroupSync(archive.recordings_dir)
         self._last_sync = time.monotonic()
         self._open: dict[int, OpenRecording] = {}
@@ -138,6 +144,8 @@ class ArchiveWriter:
         return len(self._open)
 
     def handle(self, event: Event) -> None:
+        if self._appender.failures:
+            self._report_write_errors()
         if self._pending_keys and not isinstance(event, RecordingStarted):
             self._commit_opened()  # new recordings' keys are durable before any of their audio
         if isinstance(event, RecordingAudio):
@@ -151,6 +159,8 @@ class ArchiveWriter:
             retention_class = self._classes.pop(event.serial, "default")
             if rec is not None and not rec.failed:
                 self._guard(rec, self._end, rec, event, retention_class)
+            elif rec is not None:
+                self._failed_ended.append(rec)
         elif isinstance(event, CallNotRecorded):
             self._not_recorded(event)
         elif isinstance(event, RecordingMarker):
@@ -162,6 +172,13 @@ class ArchiveWriter:
             fn(*args)  # type: ignore[operator]
         except OSError as exc:
             self._fail(rec, exc)
+
+    def _report_write_errors(self) -> None:
+        failures = self._appender.failures
+        while failures:
+            rec = failures.popleft()
+            if not rec.failed and rec.write_error is not None:
+                self._fail(rec, rec.write_error)
 
     def _fail(self, rec: OpenRecording, exc: OSError) -> None:
         rec.failed = True
@@ -263,8 +280,10 @@ class ArchiveWriter:
         opened (`_commit_opened`) and those that ended (`_close_pending`)."""
         if self._pending_keys:
             self._commit_opened()
-        if self._pending_closes:
+        if self._pending_closes or self._failed_ended:
             self._close_pending()
+        self._appender.submit()
+        self.stats.bytes_written = self._appender.bytes_written
 
     def _commit_opened(self) -> None:
         """The wrapped keys and index rows of the recordings opened since the last commit,
@@ -296,10 +315,7 @@ class ArchiveWriter:
     def _append(self, rec: OpenRecording, data: bytes) -> None:
         if not data:
             return
-        write_all(rec.fd, data)
-        rec.sha256.update(data)
-        rec.size += len(data)
-        self.stats.bytes_written += len(data)
+        self._appender.add(rec, data)
         now = time.monotonic()
         if now - self._last_sync >= self._fsync_interval:
             self._last_sync = now
@@ -315,7 +331,13 @@ class ArchiveWriter:
         """Make the recordings that ended durable and final: one group sync for their data,
         renames, one sync per folder, their index rows in one transaction, then the audit
         records of their hashes (the last one synced)."""
-        closing, self._pending_closes = self._pending_closes, []
+        self._appender.wait()  # every byte of the closing recordings is in its file
+        self._report_write_errors()
+        closing = [item for item in self._pending_closes if not item[0].failed]
+        failed = self._failed_ended + [rec for rec, _, _ in self._pending_closes if rec.failed]
+        self._pending_closes, self._failed_ended = [], []
+        for rec in failed:  # left `.partial` for recovery; no write can reach them now
+            os.close(rec.fd)
         self._group.sync(rec.fd for rec, _, _ in closing)
         done: list[tuple[OpenRecording, RecordingEnded, str]] = []
         folders: set[Path] = set()
@@ -396,6 +418,9 @@ class ArchiveWriter:
     def close(self) -> None:
         """Release the writer (recordings still open stay `.partial` for recovery)."""
         self.commit()
+        self._appender.close()
+        self._report_write_errors()
+        self.stats.bytes_written = self._appender.bytes_written
         self._group.close()
 
 

@@ -51,7 +51,9 @@ def test_a_crash_before_the_commit_leaves_only_discarded_headers(tmp_path: Path)
 
 
 def _crash(session: ArchiveSession) -> None:
-    """Leave the session as a killed process would: nothing closed, nothing finished."""
+    """Leave the session as a killed process would: nothing closed, nothing finished
+    (killed once the append thread wrote what it was handed: writer.py bounds the rest)."""
+    session.writer._appender.wait()
     for rec in session.writer._open.values():
         os.close(rec.fd)
     session.writer._group.close()

@@ -106,7 +106,8 @@ def test_sighup_applies_safe_settings_and_reports_the_rest(tmp_path: Path) -> No
 
 def test_sigkill_mid_call_then_restart_recovers_the_prefix(tmp_path: Path) -> None:
     """What a SIGKILL may lose (writer.py): the audio still in the jitter window and the
-    flush interval (1 s + 1 s, here waited out) and the unsealed tail of the last 16 KiB
+    flush interval (1 s + 1 s, here waited out), what the append thread has not written
+    (one turn of the loop, also waited out) and the unsealed tail of the last 16 KiB
     segment: under 4096 stereo frames (0.512 s at 8 kHz)."""
     require_capture()
     call = LoopbackCall("killed@test")

@@ -25,6 +25,11 @@ MAX_PORT_PROBES = 64
 # call that offered the same two ports (its conversation would be mixed into a recording).
 ENDED_ENDPOINTS_NS = 30 * NS_PER_S
 MAX_ENDED_ENDPOINTS = 65_536
+# A stream already flowing this long before a call's INVITE is not that call's by its two
+# ports alone (a call's media cannot start before its INVITE; the margin allows for
+# capture points whose clocks or paths differ). It is most likely a call whose SIP was not
+# seen (before a restart, say) on ports that a new call offers again.
+PREDATING_NS = NS_PER_S
 
 
 def endpoint_key(ip: bytes, port: int) -> bytes:
@@ -153,12 +158,15 @@ class CallTable:
             for key in c.other_endpoints
         )
 
-    def latch(self, dg: Datagram) -> tuple[Call, int] | None:
+    def latch(
+        self, dg: Datagram, flowing_since: Callable[[Datagram], int | None] = lambda dg: None
+    ) -> tuple[Call, int] | None:
         """Match RTP that NAT moved off its SDP addresses (symmetric RTP, RFC 4961): the
         ports are kept, the addresses are not. A packet is taken for a call when its two
         ports are that call's two SDP ports (one call only), or when one port is a side's
         SDP port and its address is where that side's SIP came from. The addresses seen
         are then learnt as the call's, so the rest of the stream takes the fast path.
+        `flowing_since(dg)` is when this stream was first seen unexplained, if it was.
         Returns (call, sending side) or None; another call's endpoint is never taken."""
         payload = dg.payload
         if len(payload) < 12 or payload[0] >> 6 != 2:
@@ -169,6 +177,10 @@ class CallTable:
             or endpoint_key(dg.dst_ip, dg.dport) in self._ended
         ):
             found = None  # an ended call's media: the ports alone do not make it this call's
+        if found is not None:
+            since = flowing_since(dg)
+            if since is not None and since < found[0].first_ns - PREDATING_NS:
+                found = None  # older than the call: another conversation on its ports
         if found is None:
             found = self._by_port_and_sip_addr(dg)
         if found is None:

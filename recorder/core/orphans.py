@@ -67,6 +67,11 @@ class OrphanStreams:
         flow.last_ns = now_ns
         return flow
 
+    def first_seen(self, dg: Datagram) -> int | None:
+        """When this flow was first counted here, if it is in the table."""
+        flow = self._flows.get((dg.src_ip, dg.sport, dg.dst_ip, dg.dport))
+        return None if flow is None else flow.first_ns
+
     def _forget(self, flow: OrphanFlow) -> None:
         if flow.fast_key >= 0:
             del self.fast[flow.fast_key]

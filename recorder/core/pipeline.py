@@ -134,7 +134,7 @@ class RecorderCore:
             if looks_like_sip(dg.payload):
                 self._sip(dg.payload, now, dg.src_ip, dg.dst_ip)
                 return
-            latched = self.calls.latch(dg)
+            latched = self.calls.latch(dg, self.orphans.first_seen)
             if latched is not None:
                 self.media.enqueue(latched[0], latched[1], now, dg.payload)
             elif self.calls.other_media(dg):

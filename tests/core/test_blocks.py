@@ -205,6 +205,27 @@ def test_unexplained_rtp_is_counted_in_place_until_a_call_can_claim_it(
     assert judged < 395 // 2  # the first block's; the rest were counted in place
 
 
+def test_unexplained_rtp_older_than_the_call_on_its_ports_stays_unexplained(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stream flowing 5 s before a call offers its two ports is not taken by that call
+    (test_shared_ports), in blocks as one by one; and counted in place again after the
+    answer changed its ports."""
+    call = CallBuilder(call_id="younger@test")
+    call.invite(T0)
+    call.answer(T0 + 500 * MS)
+    for i in range(200):
+        call.rtp_from_caller(T0 + 600 * MS + i * 20 * MS, rtp(0, i, 160 * i, 5, bytes(160)))
+    frames = sorted(
+        call.frames + _unexplained_stream(T0 - 5000 * MS, 500, "ethernet"), key=lambda f: f.ts_ns
+    )
+    (events, stats), judged = _judged_per_frame(monkeypatch, frames)
+    assert (events, stats) == one_by_one(frames)
+    assert stats["latched"] == 0
+    assert _unsignalled(stats) == 500
+    assert judged < 100  # 41 here: per frame after each port change, until the next lookup
+
+
 def test_unexplained_rtp_is_claimed_when_a_call_sharing_its_ports_ends(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -3,7 +3,7 @@ the one call a stream belongs to, and RTP that no call explains costs the same w
 ten calls share its ports or thousands (it once cost a walk over all of them per packet,
 which turned a short overload into a collapse: calls whose INVITE the kernel dropped
 sent RTP that slowed the loop, which dropped more); and RTP that goes on after its call
-ended is not taken by another call on the same ports."""
+ended, or that flowed before a call began, is not taken by that call for its ports."""
 
 from __future__ import annotations
 
@@ -168,6 +168,39 @@ def test_rtp_after_a_call_ended_is_not_taken_by_the_other_call_on_its_ports() ->
     want = expected({i: payload(i, 1) for i in range(250)}, {}, 250 * 160)[:, 0]
     np.testing.assert_array_equal(caller, want)
     assert core.stats.latched == 0
+
+
+def test_a_stream_older_than_a_call_is_not_taken_by_it_for_its_ports() -> None:
+    """A call whose SIP was never seen (it began before the recorder started, say) talks
+    on the ports a new call then offers. Its packets match the new call's two ports, but
+    they flowed before that call's INVITE: they are not its NAT'd media (they were
+    latched into it, mixing another conversation into the recording). A stream that
+    starts after the INVITE still is (test_blocks: claimed once the answer comes)."""
+    unknown = CallBuilder(call_id="unknown@test", caller_ip="10.0.1.1", callee_ip="10.0.1.2")
+    new = CallBuilder(call_id="new@test", caller_ip="10.0.2.1", callee_ip="10.0.2.2")
+    new.invite(T0)
+    new.answer(T0 + 500 * MS)
+    for i in range(400):  # the unknown call talks from 7 s before the INVITE, 8 s in all
+        unknown.rtp_from_caller(
+            T0 - 7000 * MS + i * 20 * MS, rtp(0, 900 + i, 70_000 + 160 * i, 0xE, payload(i, 0))
+        )
+    for i in range(200):
+        new.rtp_from_caller(CALLER_START + i * 20 * MS, rtp(0, i, 160 * i, 0x6, payload(i, 1)))
+    new.bye(CALLER_START + 4000 * MS)
+    core = RecorderCore()
+    frames = sorted(unknown.frames + new.frames, key=lambda f: f.ts_ns)
+    for f in frames:
+        core.receive_frame(f)
+    core.close()
+    events = list(core.events())
+    (started,) = [e for e in events if isinstance(e, RecordingStarted)]
+    assert started.call_id == new.call_id
+    pcm = b"".join(e.pcm for e in events if isinstance(e, RecordingAudio))
+    caller = np.frombuffer(pcm, "<i2").reshape(-1, 2)[:, 0]
+    want = expected({i: payload(i, 1) for i in range(200)}, {}, 200 * 160)[:, 0]
+    np.testing.assert_array_equal(caller, want)
+    assert core.stats.latched == 0
+    assert core.stats.drops[("rtp", "unsignalled")] == 400
 
 
 def test_ended_calls_endpoints_are_forgotten_after_a_while_and_bounded(

@@ -10,7 +10,9 @@ against 6.8-7.0 s, three rounds each); with 2 MiB, no gain; with a queue item pe
 Bounded: besides the batch being filled, at most `max_pending` batches wait and one is
 being written; beyond that the caller blocks, so a slow disk slows the loop (the kernel
 ring holds what waits) instead of growing memory. What a SIGKILL can lose grows by what
-has not been written yet: normally less than one turn of the loop, at most those batches.
+has not been written yet: normally what the last turn of the loop handed over (replaying
+1,000 calls, the thread had finished the previous batch at 36 of 41 hand-overs and never
+had two waiting), at most those batches.
 
 A write error fails one recording: the thread skips its later bytes and lists it in
 `failures` for the owner to report (`ArchiveWriter` does, at its next event).

@@ -8,8 +8,8 @@ the final segment is written, the file fsynced and renamed from `.rec.partial` t
 and the audit record of its hash synced. What a crash can lose is therefore bounded by:
   - SIGKILL (the OS survives): the core's jitter window and flush cadence (at most 2 s) plus
     the unsealed segment tail (< 16 KiB: 0.5 s of 8 kHz stereo), plus the sealed segments
-    the append thread has not written yet (`appender.py`: normally less than one turn of
-    the loop; with a stalled disk, at most 64 MiB over all recordings);
+    the append thread has not written yet (`appender.py`: normally what the last turn of
+    the loop handed over; with a stalled disk, at most 64 MiB over all recordings);
   - power loss: additionally what was written since the start of the last group sync that
     completed (`fsync_interval_s`, plus however long that sync took).
 """

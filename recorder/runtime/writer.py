@@ -278,6 +278,8 @@ class ArchiveWriter:
     def commit(self) -> None:
         """Make what the last events changed durable, a sync for many: the recordings that
         opened (`_commit_opened`) and those that ended (`_close_pending`)."""
+        if self._appender.failures:  # audited at once, not at the recording's next audio
+            self._report_write_errors()
         if self._pending_keys:
             self._commit_opened()
         if self._pending_closes or self._failed_ended:

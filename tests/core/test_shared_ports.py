@@ -44,6 +44,20 @@ def _natted_call(n: int) -> CallBuilder:
     return call
 
 
+def _the_one_recording(frames: list[Frame], call_id: str) -> tuple[RecorderCore, np.ndarray]:
+    """The frames through a core in capture order: its one recording must be `call_id`'s;
+    returns the core and that recording's (caller, callee) samples."""
+    core = RecorderCore()
+    for f in sorted(frames, key=lambda f: f.ts_ns):
+        core.receive_frame(f)
+    core.close()
+    events = list(core.events())
+    (started,) = [e for e in events if isinstance(e, RecordingStarted)]
+    assert started.call_id == call_id
+    pcm = b"".join(e.pcm for e in events if isinstance(e, RecordingAudio))
+    return core, np.frombuffer(pcm, "<i2").reshape(-1, 2)
+
+
 def test_natted_rtp_is_latched_to_its_one_call_among_hundreds_on_the_same_ports() -> None:
     calls = [_natted_call(n) for n in range(400)]
     target = calls[271]
@@ -77,16 +91,9 @@ def test_natted_rtp_is_latched_to_its_one_call_among_hundreds_on_the_same_ports(
                 rtp(0, 7 + i, 5000 + 160 * i, 0xBBBB, payload(i, 1)),
             ),
         )
-    core = RecorderCore()
-    for f in sorted((f for c in calls for f in c.frames), key=lambda f: f.ts_ns):
-        core.receive_frame(f)
-    core.close()
-    events = list(core.events())
-    (started,) = [e for e in events if isinstance(e, RecordingStarted)]
-    assert started.call_id == target.call_id
-    pcm = b"".join(e.pcm for e in events if isinstance(e, RecordingAudio))
+    core, pcm = _the_one_recording([f for c in calls for f in c.frames], target.call_id)
     full = {i: payload(i, 0) for i in range(50)}, {i: payload(i, 1) for i in range(50)}
-    np.testing.assert_array_equal(np.frombuffer(pcm, "<i2").reshape(-1, 2), expected(*full, 8800))
+    np.testing.assert_array_equal(pcm, expected(*full, 8800))
     assert core.stats.latched == 1  # the caller's stream; then both addresses are known
     # Nothing of the ended calls is left in the NAT indexes.
     assert not core.calls._by_port and not core.calls._by_port_addr
@@ -187,16 +194,8 @@ def test_a_stream_older_than_a_call_is_not_taken_by_it_for_its_ports() -> None:
     for i in range(200):
         new.rtp_from_caller(CALLER_START + i * 20 * MS, rtp(0, i, 160 * i, 0x6, payload(i, 1)))
     new.bye(CALLER_START + 4000 * MS)
-    core = RecorderCore()
-    frames = sorted(unknown.frames + new.frames, key=lambda f: f.ts_ns)
-    for f in frames:
-        core.receive_frame(f)
-    core.close()
-    events = list(core.events())
-    (started,) = [e for e in events if isinstance(e, RecordingStarted)]
-    assert started.call_id == new.call_id
-    pcm = b"".join(e.pcm for e in events if isinstance(e, RecordingAudio))
-    caller = np.frombuffer(pcm, "<i2").reshape(-1, 2)[:, 0]
+    core, pcm = _the_one_recording(unknown.frames + new.frames, new.call_id)
+    caller = pcm[:, 0]
     want = expected({i: payload(i, 1) for i in range(200)}, {}, 200 * 160)[:, 0]
     np.testing.assert_array_equal(caller, want)
     assert core.stats.latched == 0

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -22,6 +21,7 @@ from recorder.runtime.appender import Appender
 from recorder.runtime.keyfile import generate_master_key, write_key_file
 from recorder.runtime.session import ArchiveSession
 from tests.service.recordings import export_pcm, recordings
+from tests.tmpfs import mounted_tmpfs
 
 T0 = 1_700_000_000 * 10**9
 
@@ -96,17 +96,8 @@ def tiny_recordings_fs(tmp_path: Path) -> Iterator[Path]:
     archive = tmp_path / "archive"
     folder = archive / "recordings"
     folder.mkdir(parents=True, mode=0o700)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(folder)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(folder, "1m"):
         yield archive
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def _open_fds() -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +18,7 @@ from recorder.runtime.audit import AuditTrail
 from recorder.runtime.diskguard import REFUSAL, DiskGuard, guard_for
 from recorder.runtime.keyfile import generate_master_key
 from recorder.runtime.session import ArchiveSession
+from tests.tmpfs import mounted_tmpfs
 
 MIB = 1024 * 1024
 
@@ -78,17 +78,8 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A 4 MiB tmpfs (needs root); skipped with the reason where it cannot be mounted."""
     folder = tmp_path / "fs"
     folder.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(folder, "4m"):
         yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def _call(session: ArchiveSession, serial: int, start_ns: int) -> None:

@@ -88,8 +88,7 @@ class MediaPath:
         if not times_q[0] and not times_q[1]:
             return
         call.pending_times, call.pending_datas = ([], []), ([], [])
-        if call.first_rtp_ns is None:
-            call.first_rtp_ns = _first_rtp(times_q, datas_q)
+        self.note_first_rtp(call, times_q, datas_q)
         call.placing = True  # markers raised by the DTMF listener wait for the recording
         try:
             if self.dtmf_listener is not None:
@@ -102,6 +101,16 @@ class MediaPath:
         for marker in call.deferred:
             self._emit(marker)
         call.deferred.clear()
+
+    def note_first_rtp(
+        self,
+        call: Call,
+        times_q: tuple[list[int], list[int]],
+        datas_q: tuple[list[bytes], list[bytes]],
+    ) -> None:
+        """The call's first RTP time (its timeline's origin), from its first queues."""
+        if call.first_rtp_ns is None:
+            call.first_rtp_ns = _first_rtp(times_q, datas_q)
 
     def process_side(self, call: Call, sender: int, times: list[int], datas: list[bytes]) -> None:
         """Place one side's packets: alike runs at once, the rest one by one."""

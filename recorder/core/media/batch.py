@@ -32,6 +32,7 @@ _TABLE_OF = {"PCMU": 0, "PCMA": 1}
 # Stateful codecs (codecs.STATEFUL) placed here too, decoded stream by stream (each packet
 # once, in arrival order, as on the per-call path): their samples per payload byte.
 _SAMPLES_PER_BYTE = {"G722": 2}
+_BATCHED = _TABLE_OF.keys() | _SAMPLES_PER_BYTE.keys()
 
 
 @dataclass(slots=True)
@@ -46,7 +47,7 @@ def place_calls(path: MediaPath, calls: Iterable[Call]) -> None:
     """Place every queued packet of `calls` (their queues are emptied)."""
     by_length: dict[int, list[_Stream]] = {}
     for call in calls:
-        if not _batchable(call, path):
+        if not _batchable(call, path) or not (call.recording_open or _anchored(path, call)):
             path.process(call)
             continue
         times_q, datas_q = call.pending_times, call.pending_datas
@@ -79,13 +80,47 @@ def _batchable(call: Call, path: MediaPath) -> bool:
     if not call.pending_times[0] and not call.pending_times[1]:
         return False
     return (
-        call.recording_open
-        and call.decision.record
+        call.decision.record
         and not call.stopped
         and call.paused_since_ns is None
         and not call.pause_windows
         and path.dtmf_listener is None
     )
+
+
+def _anchored(path: MediaPath, call: Call) -> bool:
+    """A call's first audio (its recording not open yet): each side's first packet is
+    placed as the per-call path places it (a new stream's first packet anchors it), so
+    that the rest of its first second joins the batch instead of costing numpy's per-call
+    overhead (with calls of a few seconds that was most of the placing). True once the
+    recording is open; False (nothing placed) where the per-call path must see a side's
+    whole queue: packets of several lengths, a copy of the first packet (that path drops
+    it as a duplicate before anchoring), a stream that is not new, or a first packet that
+    is not audio decoded here."""
+    times_q, datas_q = call.pending_times, call.pending_datas
+    timeline = call.timeline
+    for sender, datas in enumerate(datas_q):
+        if datas:
+            first = datas[0]
+            length, key = len(first), first[2:8]
+            if length <= 12 or list(map(len, datas)).count(length) != len(datas):
+                return False
+            if any(d[2:8] == key for d in itertools.islice(datas, 1, None)):
+                return False
+            ssrc = int.from_bytes(first[8:12], "big")
+            if timeline is not None and timeline.sides[sender].ssrc == ssrc:
+                return False
+            # Audio this batch decodes; raw RTP is kept in the order the per-call path
+            # keeps it (one side's whole queue, then the other's).
+            mapping = call.encoding_for(1 - sender, first[1] & 0x7F)
+            if mapping is None or mapping[0] not in _BATCHED or 1 - sender in call.srtp_sides:
+                return False
+    path.note_first_rtp(call, times_q, datas_q)
+    for sender in (0, 1):
+        if datas_q[sender]:
+            path.process_side(call, sender, times_q[sender][:1], datas_q[sender][:1])
+            del times_q[sender][0], datas_q[sender][0]
+    return call.recording_open and bool(times_q[0] or times_q[1])
 
 
 def _place(path: MediaPath, streams: list[_Stream], length: int) -> None:

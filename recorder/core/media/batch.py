@@ -8,7 +8,8 @@ assignment. Per packet this costs a fraction of what numpy's per-call overhead c
 a single call's fifty packets. Anything unusual for a stream (a new or irregular header,
 a codec other than G.711, a rate change, a PCI pause, a clock jump) goes back to the
 per-call path (`MediaPath.process`), which the results must equal
-(tests/core/test_batch_equivalence.py).
+(tests/core/test_batch_equivalence.py). A call's first second joins too, once each side's
+first packet has anchored its stream on that path (`_anchored`).
 """
 
 from __future__ import annotations

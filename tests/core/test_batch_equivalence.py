@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import recorder.core.call_table as call_table
 import recorder.core.media_path as media_path
+from recorder.core.calls import Call
 from recorder.core.events import RecordingAudio, RecordingEnded, RecordingStarted
 from recorder.core.model import Frame
 from recorder.core.pipeline import RecorderCore
@@ -171,3 +172,39 @@ def test_many_calls_batched_equal_reference(monkeypatch: pytest.MonkeyPatch) -> 
     assert sorted({rate for _, rate, _, _ in recordings}) == [8000, 16000]
     assert recordings == reference(frames, monkeypatch, per_packet=False)
     assert recordings == reference(frames, monkeypatch)
+
+
+def test_a_calls_first_second_is_batched_but_for_each_sides_first_packet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new call's first second joins the batch of all calls: only each side's first
+    packet takes the per-call path, to anchor its stream. With calls of a few seconds the
+    per-call path was most of the placing; the recordings must not change."""
+    frames: list[Frame] = []
+    for n in range(12):
+        ops = [("ok", 0)] * 150
+        if n == 5:
+            ops[0] = ("dup", 0)  # a copy of the first packet: the per-call path decides
+        frames += build(ops, [0, 8, 9][n % 3], 20, True, n)
+    frames.sort(key=lambda f: f.ts_ns)
+    assert record(frames) == reference(frames, monkeypatch, per_packet=False)
+    per_call: list[int] = []  # packets handed to the per-call path, a queue at a time
+    process, process_side = media_path.MediaPath.process, media_path.MediaPath.process_side
+
+    def counted_process(self: media_path.MediaPath, call: Call) -> None:
+        per_call.append(len(call.pending_times[0]) + len(call.pending_times[1]))
+        process(self, call)
+
+    def counted_side(self: media_path.MediaPath, call: Call, *args: list) -> None:
+        if not call.placing:  # not within `process`, counted already
+            per_call.append(len(args[1]))
+        process_side(self, call, *args)
+
+    monkeypatch.setattr(media_path.MediaPath, "process", counted_process)
+    monkeypatch.setattr(media_path.MediaPath, "process_side", counted_side)
+    core = RecorderCore()
+    for frame in frames:  # the calls' ends flush their last queues per call: not counted
+        core.receive_frame(frame)
+    handed = sorted(n for n in per_call if n)
+    # 11 calls x 2 sides x 1 packet; the call with the copy: its first queues whole.
+    assert handed[:-1] == [1] * 22 and handed[-1] > 50, handed

@@ -44,7 +44,7 @@ from recorder.runtime.live import Capture, open_capture
 from recorder.runtime.metrics import MetricsServer, Sources, count_audit, make_registry
 from recorder.runtime.runner import LoopStats, drain, feed_blocks
 from recorder.runtime.sdnotify import Notifier
-from recorder.runtime.servicecfg import load_service_config, plan_reload
+from recorder.runtime.servicecfg import capture_filter_caveat, load_service_config, plan_reload
 from recorder.runtime.session import ArchiveSession
 from recorder.runtime.writer import ArchiveWriter
 
@@ -133,6 +133,8 @@ class Service:
             self._start_control(cfg)
             if capture.warning:
                 log.warning("capture on %s: %s", cfg.capture.interface, capture.warning)
+            if (caveat := capture_filter_caveat(cfg.capture.filter)) is not None:
+                log.warning("%s", caveat)
             session.audit.append(
                 "service.started",
                 version=__version__,

@@ -15,6 +15,7 @@ from typing import Any
 
 from recorder.runtime.servicecfg import (
     OVERRIDES,
+    capture_filter_caveat,
     check_capture_filter,
     check_compliance_settings,
     key_path,
@@ -62,6 +63,7 @@ def cmd_check_config(args: argparse.Namespace, actor: str) -> int:
     config = load_service_config(args.config, _overrides(args))
     keys = load_keys(config)
     check_capture_filter(config)
+    caveat = capture_filter_caveat(config.capture.filter)
     compliance = check_compliance_settings(config)
     source = args.config or "defaults"
     capture = config.capture
@@ -71,4 +73,6 @@ def cmd_check_config(args: argparse.Namespace, actor: str) -> int:
         f"key {key_path(config)} kid {keys.current.kid}{ring})"
     )
     print(compliance)
+    if caveat is not None:
+        print(f"warning: {caveat}")
     return 0

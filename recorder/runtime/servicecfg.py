@@ -12,6 +12,7 @@ running values.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,24 @@ def check_capture_filter(config: Config) -> None:
     problem = check_filter(capture.filter, guess_linktype(capture.interface), capture.snaplen)
     if problem is not None:
         raise ConfigError(f"capture.filter {capture.filter!r}: {problem}")
+
+
+# The keywords, not a host name that contains them ("inbound-gw.example").
+_PACKET_TYPE_WORDS = re.compile(r"(?<![\w.-])(inbound|outbound|ifindex)(?![\w.-])")
+
+
+def capture_filter_caveat(expression: str) -> str | None:
+    """A filter that compiles but loses packets at start, or None. When a filter is set,
+    libpcap filters the packets already in the kernel's ring in user space, where the
+    Linux packet-type tests (`inbound`, `outbound`, `ifindex`) reject every packet."""
+    found = _PACKET_TYPE_WORDS.search(expression)
+    if found is None:
+        return None
+    return (
+        f"capture.filter uses {found.group(1)!r}: the packets captured before the filter "
+        "took effect are lost at every start (measured on lo: the SIP of 145-211 of 2,500 "
+        "calls, which were then not recorded); filter by address or port instead"
+    )
 
 
 def flatten(obj: object, prefix: str = "") -> dict[str, str]:

@@ -95,6 +95,28 @@ def test_check_config_accepts_a_good_config(
     assert out.startswith(f"config OK: {config} (interface any, archive archive, key {key} kid ")
 
 
+@pytest.mark.parametrize("expression", ["udp and inbound", "outbound or port 5060", "ifindex 2"])
+def test_check_config_warns_of_a_filter_that_loses_packets_at_start(
+    tmp_path: Path, key: Path, capsys: pytest.CaptureFixture[str], expression: str
+) -> None:
+    """It compiles, but libpcap applies it in user space to what the ring holds when the
+    capture starts, where these Linux packet-type tests reject every packet."""
+    config = tmp_path / "recorder.yaml"
+    config.write_text(f"keys: {{file: {key}}}\ncapture: {{filter: '{expression}'}}\n")
+    code, out, err = check(capsys, "--config", str(config))
+    assert (code, err) == (0, "")
+    word = expression.split()[-1] if expression.startswith("udp") else expression.split()[0]
+    assert out.splitlines()[-1].startswith(f"warning: capture.filter uses {word!r}: the packets")
+
+
+def test_a_host_name_containing_inbound_is_no_warning() -> None:
+    from recorder.runtime.servicecfg import capture_filter_caveat
+
+    assert capture_filter_caveat("udp or tcp") is None
+    assert capture_filter_caveat("host inbound-gw.example or host gw.inbound") is None
+    assert capture_filter_caveat("(inbound) and udp") is not None
+
+
 @pytest.mark.parametrize(
     ("yaml_text", "message"),
     [

@@ -37,6 +37,7 @@ _SHORT_RUN = 16  # fewer fast frames than this in a row: numpy costs more than i
 UNEXPLAINED = -2  # a frame's code: RTP of a flow no call explains (-1: the per-frame path)
 _HEADER = np.arange(48, dtype=np.int64)  # link, IPv4 and UDP headers: bytes 0-47
 _GATHER = 16384  # frames whose headers are gathered at once
+_EVEN_RUN = 32  # evenly spaced frames (records of one length) read as one strided view
 _SLL_NETLINK = 824  # ARPHRD_NETLINK: SLL frames of netlink, never IP
 _Bools = NDArray[np.bool_]
 _Ints = NDArray[np.int64]
@@ -65,11 +66,7 @@ class _Classified:
         starts = block.starts
         lengths = block.ends - starts
         n = len(starts)
-        h = np.empty((n, len(_HEADER)), dtype=np.uint8)  # the headers, gathered in slices:
-        for at in range(0, n, _GATHER):  # (an index of 8 bytes a header byte is big)
-            index = starts[at : at + _GATHER, None] + _HEADER
-            np.minimum(index, len(buf) - 1, out=index)  # short frames: never eligible
-            h[at : at + _GATHER] = buf[index]
+        h = gather_headers(buf, starts)
         self.eligible: _Bools = np.zeros(n, dtype=bool)
         self.dst: _Ints = np.zeros(n, dtype=np.int64)
         self.src: _Ints = np.zeros(n, dtype=np.int64)
@@ -122,6 +119,43 @@ class _Classified:
                 )
             self._unexplainable = mask
         return self._unexplainable
+
+
+def gather_headers(buf: _Bytes, starts: _Ints) -> _Bytes:
+    """The first `len(_HEADER)` bytes from each start (past the buffer's end: its last
+    byte, for frames too short to be eligible anyway). Runs of evenly spaced starts (a
+    capture's records of one length: RTP of one codec) are copied from strided views;
+    the rest are gathered with an index, in slices (an index of 8 bytes a header byte is
+    big). A strided copy costs about a fourteenth of the gather."""
+    n, width = len(starts), len(_HEADER)
+    h = np.empty((n, width), dtype=np.uint8)
+    gathered = np.ones(n, dtype=bool)
+    if n > _EVEN_RUN:
+        step = np.diff(starts)
+        cuts = np.flatnonzero(step[1:] != step[:-1]) + 1
+        firsts = np.concatenate(([0], cuts))
+        lasts = np.concatenate((cuts, [n]))  # frames [first, last): spaced by step[first]
+        long_runs = np.flatnonzero(lasts - firsts >= _EVEN_RUN)
+        readable = len(buf) - width
+        for a, b in zip(firsts[long_runs].tolist(), lasts[long_runs].tolist(), strict=True):
+            stride = int(step[a])
+            if stride <= 0 or int(starts[b - 1]) > readable:
+                continue
+            view = np.lib.stride_tricks.as_strided(
+                buf[int(starts[a]) :], shape=(b - a, width), strides=(stride, 1), writeable=False
+            )
+            h[a:b] = view
+            gathered[a:b] = False
+    rest = np.flatnonzero(gathered) if not gathered.all() else None
+    picks = starts if rest is None else starts[rest]
+    for at in range(0, len(picks), _GATHER):
+        index = picks[at : at + _GATHER, None] + _HEADER
+        np.minimum(index, len(buf) - 1, out=index)  # short frames: never eligible
+        if rest is None:
+            h[at : at + _GATHER] = buf[index]
+        else:
+            h[rest[at : at + _GATHER]] = buf[index]
+    return h
 
 
 def _u16(h: _Bytes, at: int) -> _Ints:

@@ -420,3 +420,30 @@ def test_shared_corpus_in_blocks(shared_pcaps: Path) -> None:
         for block in CaptureFile(path).blocks():
             core.receive_block(block)
         assert outcome(core) == one_by_one(frames), path.name
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    runs=st.lists(st.tuples(st.integers(1, 300), st.integers(0, 260)), min_size=1, max_size=12),
+    tail=st.integers(0, 60),
+)
+def test_headers_from_strided_runs_equal_the_gathered_ones(
+    runs: list[tuple[int, int]], tail: int
+) -> None:
+    """Runs of evenly spaced starts (any spacing, overlapping headers included) read
+    through strided views give exactly the bytes of an index gather, up to the buffer's
+    end (where the last byte stands in)."""
+    import numpy as np
+
+    from recorder.core.blocks import _HEADER, gather_headers
+
+    starts, at = [], 0
+    for count, spacing in runs:
+        for _ in range(count):
+            starts.append(at)
+            at += spacing
+    size = max(starts) + tail + 1
+    buf = np.frombuffer(bytes((i * 7 + i // 251) % 256 for i in range(size)), dtype=np.uint8)
+    first = np.array(starts, dtype=np.int64)
+    index = np.minimum(first[:, None] + _HEADER, size - 1)
+    np.testing.assert_array_equal(gather_headers(buf, first), buf[index])

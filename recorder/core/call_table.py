@@ -172,10 +172,7 @@ class CallTable:
         if len(payload) < 12 or payload[0] >> 6 != 2:
             return None  # not RTP
         found = self._by_two_ports(dg.sport, dg.dport)
-        if found is not None and (
-            endpoint_key(dg.src_ip, dg.sport) in self._ended
-            or endpoint_key(dg.dst_ip, dg.dport) in self._ended
-        ):
+        if found is not None and self.ended_endpoint(dg):
             found = None  # an ended call's media: the ports alone do not make it this call's
         if found is not None:
             since = flowing_since(dg)
@@ -194,6 +191,13 @@ class CallTable:
         self.add_endpoint(call, 1 - sender, dg.dst_ip, dg.dport)
         self._stats.latched += 1
         return call, sender
+
+    def ended_endpoint(self, dg: Datagram) -> bool:
+        """Is either end of this datagram a media endpoint of a call that ended lately?"""
+        ended = self._ended
+        return (
+            endpoint_key(dg.src_ip, dg.sport) in ended or endpoint_key(dg.dst_ip, dg.dport) in ended
+        )
 
     def _by_two_ports(self, sport: int, dport: int) -> tuple[Call, int] | None:
         """The one call whose sides' SDP ports are these two (sending side: `sport`'s).

@@ -25,6 +25,7 @@ class OrphanFlow:
     # they hold, its packets are unexplained still and a block counts them in place.
     judged: tuple[int, int] = (-1, -1)
     fast_key: int = -1  # its key in `OrphanStreams.fast` (IPv4), or -1
+    after_call: bool = False  # it began on the endpoints of a call that had just ended
 
 
 def fast_flow_key(src_ip: bytes, sport: int, dst_ip: bytes, dport: int) -> int:
@@ -94,7 +95,12 @@ class OrphanStreams:
     def _report(self, key: FlowKey, flow: OrphanFlow) -> CallNotRecorded:
         src, sport, dst, dport = key
         where = f"{_ip(src)}:{sport} -> {_ip(dst)}:{dport}"
-        why = "SIP over TLS seen: signalling encrypted" if self.tls_seen else "no SIP seen"
+        if flow.after_call:
+            why = "sent to or from the media address of a call that had ended (after its BYE)"
+        elif self.tls_seen:
+            why = "SIP over TLS seen: signalling encrypted"
+        else:
+            why = "no SIP seen"
         return CallNotRecorded(
             call_id=f"rtp:{where}",
             caller="",

@@ -141,6 +141,8 @@ class RecorderCore:
                 self.stats.drop("rtp", "not_audio")  # video or fax of a call we follow
             elif (flow := self.orphans.note(dg, now)) is not None:
                 self.stats.drop("rtp", "unsignalled")  # reported when the stream ends
+                if flow.packets == 1:
+                    flow.after_call = self.calls.ended_endpoint(dg)
                 gen = self.calls.port_gen
                 flow.judged = (gen.get(dg.sport, 0), gen.get(dg.dport, 0))
             else:

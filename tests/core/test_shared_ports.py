@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from recorder.core.events import RecordingAudio, RecordingStarted
+from recorder.core.events import CallNotRecorded, RecordingAudio, RecordingStarted
 from recorder.core.model import Frame
 from recorder.core.pipeline import RecorderCore
 from tests.builders import CallBuilder, fast_udp, rtp, sdp, sip
@@ -175,6 +175,9 @@ def test_rtp_after_a_call_ended_is_not_taken_by_the_other_call_on_its_ports() ->
     want = expected({i: payload(i, 1) for i in range(250)}, {}, 250 * 160)[:, 0]
     np.testing.assert_array_equal(caller, want)
     assert core.stats.latched == 0
+    # The tail is reported as what it is, not as a call whose SIP was never seen.
+    (tail,) = [e for e in events if isinstance(e, CallNotRecorded)]
+    assert tail.outcome == "unsignalled_rtp" and "call that had ended" in tail.reason
 
 
 def test_a_stream_older_than_a_call_is_not_taken_by_it_for_its_ports() -> None:

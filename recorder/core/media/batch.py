@@ -93,11 +93,12 @@ def _anchored(path: MediaPath, call: Call) -> bool:
     """A call's first audio (its recording not open yet): each side's first packet is
     placed as the per-call path places it (a new stream's first packet anchors it), so
     that the rest of its first second joins the batch instead of costing numpy's per-call
-    overhead (with calls of a few seconds that was most of the placing). True once the
-    recording is open; False (nothing placed) where the per-call path must see a side's
-    whole queue: packets of several lengths, a copy of the first packet (that path drops
-    it as a duplicate before anchoring), a stream that is not new, or a first packet that
-    is not audio decoded here."""
+    overhead (with calls of a few seconds that was most of the placing). True when the
+    recording is open and packets remain for the batch; else the per-call path places
+    what remains. Nothing is placed here where that path must see a side's whole queue:
+    packets of several lengths, a copy of the first packet (that path drops it as a
+    duplicate before anchoring), a stream that is not new, or a first packet that is not
+    audio decoded here."""
     times_q, datas_q = call.pending_times, call.pending_datas
     timeline = call.timeline
     for sender, datas in enumerate(datas_q):

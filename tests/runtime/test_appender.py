@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -59,6 +60,9 @@ def test_a_stalled_file_blocks_the_caller_once_the_queue_is_full() -> None:
     appender: Appender[File] = Appender(batch_bytes=pipe_size, max_pending=1)
     target = File(write_end)
     appender.add(target, b"x" * (2 * pipe_size))  # the thread's batch: stalls on the pipe
+    deadline = time.monotonic() + 5
+    while appender._queue.qsize() and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the thread has taken it (else the next add would block here)
     appender.add(target, b"y" * pipe_size)  # waits in the queue
     blocked = threading.Thread(target=appender.add, args=(target, b"z" * pipe_size))
     blocked.start()

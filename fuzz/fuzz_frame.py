@@ -22,6 +22,7 @@ with atheris.instrument_imports():
     from recorder.errors import DecodeError
 
 blocks._SHORT_RUN = 1  # the numpy fast path even for the fuzz's few frames
+blocks._EVEN_RUN = 2  # and strided header copies for two frames of one length in a row
 LINKTYPES = (0, 1, 101, 108, 113, 228, 229, 276, 197, 9, 50)
 A, B = "10.0.0.1", "10.0.0.2"
 SDP = (

@@ -20,7 +20,7 @@ would have to read every packet to follow the signalling.
 
 Messages (a tag byte, then): READY linktype, the records' pcap file header (byte order and
 time precision) and warning; FRAMES idle flag, kernel counters, frame count and the time
-it was sent, then the pcap records; ERROR a message; END.
+it was sent (monotonic clock), then the pcap records; ERROR a message; END.
 The recording process says STOP; the child then sends what the ring holds for one block
 timeout and ends. If the recording process dies, the child sees its pipe close and exits.
 """
@@ -193,7 +193,7 @@ class ProcessCapture:
             data, start = messages[0], at
         else:  # the records back to back (about 25 ns a frame to copy)
             data, start = b"".join(memoryview(m)[at:] for m in messages), 0
-        fresh = time.time_ns() - sent_ns <= IDLE_FRESH_S * 1e9
+        fresh = time.monotonic_ns() - sent_ns <= IDLE_FRESH_S * 1e9
         return ring_block(self._linktype, self._format, data, start, count), bool(idle) and fresh
 
     def close(self) -> None:
@@ -254,7 +254,9 @@ def _read(handle: PcapHandle, reader: RingReader, conn: Connection, timeout_ms: 
         stats = handle.stats()
         count = reader.records.frames
         received, dropped, if_dropped = stats.received, stats.dropped, stats.if_dropped
-        head = _HEAD.pack(idle, received, dropped, if_dropped, count, time.time_ns())
+        # CLOCK_MONOTONIC is one clock for every process of the host, and a step of the
+        # wall clock (NTP) cannot make an old idle report look fresh.
+        head = _HEAD.pack(idle, received, dropped, if_dropped, count, time.monotonic_ns())
         conn.send_bytes(b"".join((_FRAMES, head, reader.take())))
 
     while True:

@@ -198,7 +198,7 @@ def frames_message(first: int, count: int, size: int = 4, sent_ns: int | None = 
         (1_800_000_000, n, n.to_bytes(4, "big") + bytes(size - 4))
         for n in range(first, first + count)
     ]
-    sent = time.time_ns() if sent_ns is None else sent_ns
+    sent = time.monotonic_ns() if sent_ns is None else sent_ns
     head = cp._HEAD.pack(True, 0, 0, 0, count, sent)
     return cp._FRAMES + head + pcap(records, magic=PCAP_NS)[24:]
 
@@ -251,7 +251,7 @@ def test_an_idle_report_read_late_does_not_make_the_tick_idle() -> None:
     capture, child = piped_capture()
 
     def send() -> None:
-        child.send_bytes(frames_message(0, 1, sent_ns=time.time_ns() - 300_000_000))
+        child.send_bytes(frames_message(0, 1, sent_ns=time.monotonic_ns() - 300_000_000))
         time.sleep(0.2)
         child.send_bytes(frames_message(1, 1))
         time.sleep(0.2)

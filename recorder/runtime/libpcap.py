@@ -15,14 +15,19 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import mmap
+import socket
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 from recorder.errors import RecorderError
 
 PCAP_ERRBUF_SIZE = 256
 PCAP_TSTAMP_PRECISION_NANO = 1
 PCAP_NETMASK_UNKNOWN = 0xFFFFFFFF
+SOL_PACKET = 263
+PACKET_IGNORE_OUTGOING = 23  # Linux 4.20
+IFF_LOOPBACK = 0x8
 
 
 class CaptureError(RecorderError):
@@ -137,6 +142,40 @@ def check_filter(expression: str, linktype: int, snaplen: int) -> str | None:
         pcap.pcap_close(dead)
 
 
+def is_loopback(interface: str) -> bool:
+    """Whether `interface` is a loopback device (Linux's sysfs flags; False if unknown)."""
+    if not interface or "/" in interface or interface.startswith("."):
+        return False
+    try:
+        flags = int(Path("/sys/class/net", interface, "flags").read_text(), 16)
+    except (OSError, ValueError):
+        return False
+    return bool(flags & IFF_LOOPBACK)
+
+
+def _ignore_outgoing(fd: int) -> bool:
+    """Ask the kernel not to deliver the packets this host sends to the capture socket.
+
+    Only for loopback: there the kernel hands the capture every packet twice, as it leaves
+    and as it arrives, and libpcap throws the leaving copy away itself, but only after it
+    took a ring slot and the sender's time (measured: 20,000 received for 10,000 sent).
+    With the option, what is recorded is unchanged, the ring holds twice as many packets
+    and the kernel's counters count each packet once. A socket option, not an `inbound`
+    filter: libpcap re-filters the ring's current block in user space when a filter is
+    set, where `inbound` rejects every packet. False when the kernel lacks it (< 4.20)."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return False
+    try:
+        sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+    except OSError:
+        return False
+    finally:
+        sock.detach()  # the descriptor stays libpcap's
+    return True
+
+
 class PcapHandle:
     """An activated, non-blocking live capture handle."""
 
@@ -170,12 +209,13 @@ class PcapHandle:
             if status > 0:  # e.g. promiscuous mode not supported on "any": go on, say so
                 self.warning = _text(pcap.pcap_statustostr(status))
             self.linktype = int(pcap.pcap_datalink(handle))
-            self._set_filter(handle, interface, bpf)
-            if pcap.pcap_setnonblock(handle, 1, errbuf) < 0:
-                raise CaptureError(f"cannot capture on {interface!r}: {_text(errbuf.value)}")
             self.fd = int(pcap.pcap_get_selectable_fd(handle))
             if self.fd < 0:
                 raise CaptureError(f"cannot capture on {interface!r}: no selectable descriptor")
+            self.ignores_outgoing = is_loopback(interface) and _ignore_outgoing(self.fd)
+            self._set_filter(handle, interface, bpf)
+            if pcap.pcap_setnonblock(handle, 1, errbuf) < 0:
+                raise CaptureError(f"cannot capture on {interface!r}: {_text(errbuf.value)}")
         except BaseException:
             self.close()
             raise

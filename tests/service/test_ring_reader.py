@@ -18,7 +18,7 @@ import pytest
 
 from recorder.config import CaptureSettings
 from recorder.core.model import FrameBlock
-from recorder.runtime.libpcap import CaptureError, PcapHandle, RecordBuffer
+from recorder.runtime.libpcap import CaptureError, PcapHandle, RecordBuffer, is_loopback
 from recorder.runtime.live import GATHER_FROM_FRAMES, LiveCapture, RingReader
 from recorder.runtime.sources import pcap_file_header
 from tests.service.harness import collect_blocks, free_udp_ports, require_capture
@@ -106,6 +106,30 @@ def test_frames_come_whole_in_order_with_their_times() -> None:
     assert times == sorted(times)
     assert before - 10**6 <= times[0] and times[-1] <= after + 10**6  # ns, not us: exact
     assert len({t % 1000 for t in times}) > 1  # nanosecond digits present
+
+
+def test_on_loopback_each_packet_takes_one_ring_slot() -> None:
+    """lo hands a capture every packet twice (leaving and arriving); the handle asks the
+    kernel for the arriving copy only, so the kernel counts and the ring hold each packet
+    once, and the frames read are exactly those sent, once each. Another interface keeps
+    the packets its host sends."""
+    require_capture()
+    (port,) = free_udp_ports(1)
+    sent = payloads(2000)
+    with handle_on_lo(port) as handle:
+        assert handle.ignores_outgoing
+        reader = RingReader(handle, 65535)
+        try:
+            send(port, sent)
+            blocks = read_all(reader, len(sent))
+            time.sleep(0.05)
+            assert reader.fill(time.monotonic()) == 0  # nothing more: no second copies
+            kernel = handle.stats()
+        finally:
+            reader.close()
+    assert [f.data[_UDP_PAYLOAD_AT:] for b in blocks for f in b.frames()] == sent
+    assert kernel.received == len(sent)  # 4,000 without the socket option
+    assert not is_loopback("any") and not is_loopback("../lo") and is_loopback("lo")
 
 
 def test_a_small_buffer_never_cuts_a_record() -> None:

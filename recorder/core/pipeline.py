@@ -194,6 +194,7 @@ class RecorderCore:
     def close(self, now_ns: int | None = None, reason: str = "end_of_capture") -> None:
         """End every call still open (end of the captures, or shutdown)."""
         now = max(self.now_ns, now_ns or 0)
+        self.calls.place_queued()  # in one batch, before each call's end places its own
         for call in self.calls:  # a call already ending (BYE seen) ends for that reason
             self.calls.end(call, now, call.end_reason or reason)
         self._events.extend(self.orphans.expire(now, everything=True))

@@ -10,6 +10,7 @@ from recorder.config import load_config
 from recorder.errors import RecorderError
 from recorder.runtime.archive import Archive
 from recorder.runtime.audit import AuditTrail
+from recorder.runtime.fdlimit import raise_open_files_limit
 from recorder.runtime.keyfile import generate_master_key, load_key_ring, write_key_file
 from recorder.runtime.replay import ReplaySummary, replay
 from recorder.runtime.runner import tune_gc
@@ -37,6 +38,9 @@ def cmd_replay(args: argparse.Namespace, actor: str) -> int:
     ring = load_key_ring(args.key)  # a key file, or a key directory (current + older keys)
     config = load_config(args.config)
     tune_gc()
+    _, caveat = raise_open_files_limit()
+    if caveat is not None:
+        print(f"warning: {caveat}", file=sys.stderr)
     summary = replay(
         list(args.captures),
         args.archive,

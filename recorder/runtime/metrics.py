@@ -205,7 +205,7 @@ class RecorderCollector(Collector):
         )
         yield _counter(
             "recorder_recordings_requested",
-            "Recordings the core asked for (opened, or refused by the disk guard).",
+            "Recordings the core asked for (opened, or refused by the writer).",
             st.recordings_started,
         )
         anomalies = CounterMetricFamily(
@@ -229,9 +229,13 @@ class RecorderCollector(Collector):
             started.add_metric([content], count)
         yield started
         yield _counter("recorder_recordings_written", "Recordings closed complete.", ws.closed)
-        yield _counter("recorder_recordings_failed", "Recordings a write error ended.", ws.failed)
         yield _counter(
-            "recorder_recordings_refused", "Recordings refused (disk nearly full).", ws.refused
+            "recorder_recordings_failed", "Recordings a write or create error ended.", ws.failed
+        )
+        yield _counter(
+            "recorder_recordings_refused",
+            "Recordings refused (disk nearly full, open-files limit).",
+            ws.refused,
         )
         yield _counter(
             "recorder_recording_bytes_written", "Bytes of recordings written.", ws.bytes_written

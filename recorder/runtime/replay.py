@@ -116,6 +116,8 @@ def _fill(
     summary.recorded = writer.stats.closed
     summary.failed = writer.stats.failed
     summary.not_recorded = Counter(stats.not_recorded)
+    if writer.stats.refused:  # the writer's own refusals: disk nearly full, open-files limit
+        summary.not_recorded["refused"] += writer.stats.refused
     summary.drops = Counter(stats.drops)
     summary.rtp_packets = stats.rtp_packets
     summary.rtcp_packets = stats.rtcp_packets

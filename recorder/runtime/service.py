@@ -37,6 +37,7 @@ from recorder.runtime import libpcap, logsetup
 from recorder.runtime.audit import Value
 from recorder.runtime.diskguard import guard_for
 from recorder.runtime.eventlog import EventLog
+from recorder.runtime.fdlimit import raise_open_files_limit
 from recorder.runtime.housekeeping import RetentionWorker, signals_blocked
 from recorder.runtime.keyfile import KeyRing
 from recorder.runtime.libpcap import CaptureError
@@ -100,6 +101,8 @@ class Service:
         """Capture until SIGTERM; 0 after an orderly stop, 1 when the capture failed."""
         cfg = self.config
         logsetup.configure(cfg.log.level)
+        if (caveat := raise_open_files_limit()[1]) is not None:  # before the writer counts
+            log.warning("%s", caveat)
         session = ArchiveSession(
             Path(cfg.archive.path), self.master, self.actor, cfg, recovery_keys=self.keys.keys
         )

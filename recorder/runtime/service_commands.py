@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from recorder.runtime.fdlimit import raise_open_files_limit
 from recorder.runtime.servicecfg import (
     OVERRIDES,
     capture_filter_caveat,
@@ -75,4 +76,7 @@ def cmd_check_config(args: argparse.Namespace, actor: str) -> int:
     print(compliance)
     if caveat is not None:
         print(f"warning: {caveat}")
+    _, files_caveat = raise_open_files_limit()
+    if files_caveat is not None:
+        print(f"warning: {files_caveat}")
     return 0

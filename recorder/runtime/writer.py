@@ -41,6 +41,7 @@ from recorder.runtime.appender import Appender
 from recorder.runtime.archive import PARTIAL_SUFFIX, Archive, new_recording_id
 from recorder.runtime.audit import AuditTrail, Value
 from recorder.runtime.durability import GroupSync
+from recorder.runtime.fdlimit import recording_slots
 from recorder.runtime.files import fsync_dir
 from recorder.runtime.index import Index, RecordingRow
 from recorder.runtime.keystore import KeyStore
@@ -125,6 +126,8 @@ class ArchiveWriter:
         self._fsync_interval = fsync_interval_s
         self._expiry = expiry
         self._admission = admission
+        self._file_slots = recording_slots()  # files the recordings may hold open at once
+        self._files_short = False
         self._sensor_id = sensor_id
         self._on_closed = on_closed
         self._classes: dict[int, str] = {}  # serial -> retention class of open recordings
@@ -191,27 +194,64 @@ class ArchiveWriter:
             reason=exc.strerror or str(exc),
         )
 
+    def _not_created(self, event: RecordingStarted, recording_id: str, exc: OSError) -> None:
+        """The call's file could not be created (too many open files, no inode left, a
+        folder not writable): this call is not recorded, and says why; the others go on."""
+        self.stats.failed += 1
+        reason = f"cannot create the recording's file: {exc.strerror or exc}"
+        log.error("call %s not recorded: %s", recording_id, reason)
+        self._audit.append(
+            "recording.failed", outcome="failure", recording_id=recording_id, reason=reason
+        )
+        self._unrecorded(event, "failed", reason)
+
+    def _unrecorded(self, event: RecordingStarted, outcome: str, reason: str) -> None:
+        """The index entry of a call that has no recording."""
+        self._index.add_call(
+            call_id=event.call_id,
+            caller=event.caller,
+            callee=event.callee,
+            first_seen_ns=event.start_ns,
+            last_seen_ns=event.start_ns,
+            outcome=outcome,
+            reason=reason,
+            sensor_id=self._sensor_id,
+        )
+
+    def _files_refusal(self) -> str | None:
+        """Refuse a new recording rather than run out of files: the index, key store and
+        audit trail need theirs (`fdlimit.RESERVED`)."""
+        held = len(self._open) + len(self._pending_closes) + len(self._failed_ended)
+        if held < self._file_slots:
+            self._files_short = False
+            return None
+        reason = (
+            f"the limit on open files allows {self._file_slots:,} recordings at once "
+            "(LimitNOFILE=, ulimit -n)"
+        )
+        if not self._files_short:  # once a shortage, not once a call
+            self._files_short = True
+            log.warning("new calls are not recorded: %s", reason)
+        return reason
+
     def _start(self, event: RecordingStarted) -> None:
-        refusal = self._admission()
+        refusal = self._files_refusal() or self._admission()
         if refusal is not None:
             self.stats.refused += 1
             log.debug("call not recorded: %s", refusal)  # the disk guard logs the transition
             self._audit.append("recording.refused", outcome="failure", reason=refusal)
-            self._index.add_call(
-                call_id=event.call_id,
-                caller=event.caller,
-                callee=event.callee,
-                first_seen_ns=event.start_ns,
-                last_seen_ns=event.start_ns,
-                outcome="refused",
-                reason=refusal,
-                sensor_id=self._sensor_id,
-            )
+            self._unrecorded(event, "refused", refusal)
             return
         recording_id = new_recording_id(event.start_ns)
         relative = self._archive.relative_path(recording_id)
         final = self._archive.root / relative
-        final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        partial = str(final) + PARTIAL_SUFFIX.removeprefix(".rec")
+        try:  # first, so that a failure leaves no key, row or audit record behind
+            final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_APPEND, 0o600)
+        except OSError as exc:
+            self._not_created(event, recording_id, exc)
+            return
         file_key = os.urandom(32)
         wrapped = wrap_file_key(self._master, file_key, recording_id, os.urandom(12))
         # Key store and index rows of new recordings are committed together, one sync for
@@ -226,8 +266,6 @@ class ArchiveWriter:
             channel_map=("caller", "callee") if event.channels == 2 else ("rtp",),
         )
         sealer = RecordingWriter(header, file_key, os.urandom(32))
-        partial = str(final) + PARTIAL_SUFFIX.removeprefix(".rec")
-        fd = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_APPEND, 0o600)
         rec = OpenRecording(recording_id, relative, partial, fd, sealer)
         # The header reaches the disk with the audio, at the next group sync (`_append`):
         # until then the recording holds nothing a crash could lose. A crash before `commit`

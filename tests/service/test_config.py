@@ -95,6 +95,24 @@ def test_check_config_accepts_a_good_config(
     assert out.startswith(f"config OK: {config} (interface any, archive archive, key {key} kid ")
 
 
+def test_check_config_warns_of_a_limit_on_open_files_that_caps_the_calls(
+    tmp_path: Path, key: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemd's default for a service (1,024, the unit sets 65,536): each recording holds a
+    file, and the filter denies the setrlimit that would raise it."""
+    import recorder.runtime.fdlimit as fdlimit
+
+    monkeypatch.setattr(fdlimit.resource, "getrlimit", lambda _which: (1024, 1024))
+    config = tmp_path / "recorder.yaml"
+    config.write_text(f"keys: {{file: {key}}}\n")
+    code, out, err = check(capsys, "--config", str(config))
+    assert (code, err) == (0, "")
+    assert out.splitlines()[-1] == (
+        "warning: open files are limited to 1,024 (LimitNOFILE= in the unit, ulimit -n): "
+        "at most 896 calls can be recorded at once; raise the limit to 65,536"
+    )
+
+
 @pytest.mark.parametrize("expression", ["udp and inbound", "outbound or port 5060", "ifindex 2"])
 def test_check_config_warns_of_a_filter_that_loses_packets_at_start(
     tmp_path: Path, key: Path, capsys: pytest.CaptureFixture[str], expression: str

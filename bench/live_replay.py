@@ -46,15 +46,15 @@ from tests.service.harness import Recorder
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and of its live children."""
+def cpu_seconds(pid: int, children: bool = True) -> float:
+    """User + system CPU seconds of a process and (`children`) of its live children."""
     total = 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(stat.parent.name) == pid or int(fields[1]) == pid:
+        if int(stat.parent.name) == pid or (children and int(fields[1]) == pid):
             total += (int(fields[11]) + int(fields[12])) / _TICKS
     return total
 
@@ -142,6 +142,7 @@ def run_level(
     try:
         assert recorder.proc is not None
         cpu0 = cpu_seconds(recorder.proc.pid)
+        own0 = cpu_seconds(recorder.proc.pid, children=False)
         started = time.monotonic()
         sent = subprocess.run(
             ["tcpreplay", "-i", "lo", "--preload-pcap", "-q", *pace, str(capture)],
@@ -158,6 +159,7 @@ def run_level(
                 break
             frames = m["recorder_capture_packets_total"]
         cpu = cpu_seconds(recorder.proc.pid) - cpu0
+        own = cpu_seconds(recorder.proc.pid, children=False) - own0
         recorder.stop(timeout=300)  # closes the calls whose BYE was lost
         m["recorder_recordings_written_total"] = sum(
             1 for r in recorder.audit() if r["event"] == "recording.closed"
@@ -173,6 +175,7 @@ def run_level(
         "rtp": m["recorder_rtp_packets_total"],
         "recorded": m["recorder_recordings_written_total"],
         "cpu_s": cpu,
+        "recording_cpu_s": own,  # the recording process alone (without the reader)
         "wall_s": wall,
     }
 
@@ -220,8 +223,9 @@ def main() -> int:
                 f"({r['offered_pps'] / 100:5,.0f} calls in real time); "
                 f"kernel drops {int(r['kernel_dropped']):8,d}; "
                 f"rtp {int(r['rtp']):,}/{rtp_sent:,}; recorded {int(r['recorded'])}/{level}; "
-                f"recorder cpu {r['cpu_s']:.1f} s in {r['wall_s']:.1f} s "
-                f"({r['cpu_s'] / r['wall_s']:.2f} cores) -> {'clean' if clean else 'NOT clean'}",
+                f"recorder cpu {r['cpu_s']:.1f} s (recording process {r['recording_cpu_s']:.1f}) "
+                f"in {r['wall_s']:.1f} s ({r['cpu_s'] / r['wall_s']:.2f} cores) -> "
+                f"{'clean' if clean else 'NOT clean'}",
                 flush=True,
             )
             if not clean:

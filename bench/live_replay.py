@@ -131,9 +131,14 @@ def drain_level(folder: Path, calls: int, seconds: float, reader_process: bool) 
 
 
 def run_level(
-    folder: Path, calls: int, seconds: float, reader_process: bool, burst: int = 0
+    folder: Path,
+    calls: int,
+    seconds: float,
+    reader_process: bool,
+    burst: int = 0,
+    ring_bytes: int = 1 << 28,
 ) -> dict:
-    recorder, capture, packets = start(folder, calls, seconds, reader_process, 1 << 28)
+    recorder, capture, packets = start(folder, calls, seconds, reader_process, ring_bytes)
     # Paced (burst > 0): the capture's own average rate, `burst` packets per timer tick, so
     # that tcpreplay's per-packet timing does not take the core the recorder needs.
     # `--timer=nano` sleeps between bursts: tcpreplay's default timer spins, and took a
@@ -192,6 +197,12 @@ def main() -> int:
         help="pace tcpreplay at the calls' rate (100 packets/s a call), this many packets a "
         "tick (0: the capture's own timestamps, packet by packet)",
     )
+    parser.add_argument(
+        "--ring-mib",
+        type=int,
+        default=256,
+        help="kernel capture ring (capture.buffer_bytes; the default config has 64 MiB)",
+    )
     args = parser.parse_args()
     if shutil.which("tcpreplay") is None:
         raise SystemExit("tcpreplay is not installed (Debian: apt install tcpreplay)")
@@ -215,7 +226,9 @@ def main() -> int:
         mode = "reader process" if reader_process else "one process"
         for level in (int(x) for x in args.levels.split(",")):
             with tempfile.TemporaryDirectory() as tmp:
-                r = run_level(Path(tmp), level, args.seconds, reader_process, args.burst)
+                r = run_level(
+                    Path(tmp), level, args.seconds, reader_process, args.burst, args.ring_mib << 20
+                )
             rtp_sent = r["packets"] - 4 * level  # less INVITE, 200, ACK and BYE
             clean = r["kernel_dropped"] == 0 and r["rtp"] == rtp_sent and r["recorded"] == level
             print(

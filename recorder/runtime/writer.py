@@ -206,15 +206,19 @@ class ArchiveWriter:
         self._unrecorded(event, "failed", reason)
 
     def _unrecorded(self, event: RecordingStarted, outcome: str, reason: str) -> None:
-        """The index entry of a call that has no recording."""
+        """The index entry of a call the writer could not record."""
+        at, who = event.start_ns, (event.caller, event.callee)
+        self._index_call(CallNotRecorded(event.call_id, *who, at, at, outcome, reason))
+
+    def _index_call(self, event: CallNotRecorded) -> None:
         self._index.add_call(
             call_id=event.call_id,
             caller=event.caller,
             callee=event.callee,
-            first_seen_ns=event.start_ns,
-            last_seen_ns=event.start_ns,
-            outcome=outcome,
-            reason=reason,
+            first_seen_ns=event.first_ns,
+            last_seen_ns=event.last_ns,
+            outcome=event.outcome,
+            reason=event.reason,
             sensor_id=self._sensor_id,
         )
 
@@ -441,16 +445,7 @@ class ArchiveWriter:
 
     def _not_recorded(self, event: CallNotRecorded) -> None:
         self.stats.not_recorded += 1
-        self._index.add_call(
-            call_id=event.call_id,
-            caller=event.caller,
-            callee=event.callee,
-            first_seen_ns=event.first_ns,
-            last_seen_ns=event.last_ns,
-            outcome=event.outcome,
-            reason=event.reason,
-            sensor_id=self._sensor_id,
-        )
+        self._index_call(event)
         self._audit.append(
             "call.not_recorded", sync=False, outcome="ok", result=event.outcome, reason=event.reason
         )

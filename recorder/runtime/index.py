@@ -275,7 +275,7 @@ class Index:
 
     def add_recording(self, row: RecordingRow) -> None:
         """Insert a new recording; a second row with the same id raises ArchiveError."""
-        values = asdict(row)
+        values = {name: getattr(row, name) for name in _REC_COLUMNS}  # asdict deep-copies
         if values["created_ns"] is None:
             values["created_ns"] = time.time_ns()
         params = [_to_sql(name, values[name]) for name in _REC_COLUMNS]

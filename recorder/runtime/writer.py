@@ -99,6 +99,17 @@ class WriterStats:
     not_recorded: int = 0
 
 
+def _create(path: str, folder: Path) -> int:
+    """A new recording's file, and its day's folder the first time (a mkdir for every call
+    costs about a third of what the create does)."""
+    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_APPEND
+    try:
+        return os.open(path, flags, 0o600)
+    except FileNotFoundError:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return os.open(path, flags, 0o600)
+
+
 class ArchiveWriter:
     def __init__(
         self,
@@ -251,8 +262,7 @@ class ArchiveWriter:
         final = self._archive.root / relative
         partial = str(final) + PARTIAL_SUFFIX.removeprefix(".rec")
         try:  # first, so that a failure leaves no key, row or audit record behind
-            final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_APPEND, 0o600)
+            fd = _create(partial, final.parent)
         except OSError as exc:
             self._not_created(event, recording_id, exc)
             return

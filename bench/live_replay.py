@@ -149,12 +149,20 @@ def run_level(
         cpu0 = cpu_seconds(recorder.proc.pid)
         own0 = cpu_seconds(recorder.proc.pid, children=False)
         started = time.monotonic()
-        sent = subprocess.run(
+        sender = subprocess.Popen(
             ["tcpreplay", "-i", "lo", "--preload-pcap", "-q", *pace, str(capture)],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            check=True,
         )
+        drops: list[tuple[float, float]] = []  # (seconds since the start, kernel drops)
+        while sender.poll() is None:  # where the drops happen: the calls' set-up, or later
+            time.sleep(1)
+            dropped = recorder.scrape()["recorder_capture_kernel_dropped_packets_total"]
+            drops.append((time.monotonic() - started, dropped))
+        out, err = sender.communicate()
+        if sender.returncode:
+            raise RuntimeError(f"tcpreplay failed: {err.strip()}")
         wall = time.monotonic() - started
         frames = -1.0
         while True:  # until the recorder has caught up with what the ring holds
@@ -171,7 +179,8 @@ def run_level(
         )
     finally:
         recorder.close()
-    rated = re.search(r"([\d.]+) pps", sent.stdout)
+    rated = re.search(r"([\d.]+) pps", out)
+    first = next((t for t, n in drops if n), None)
     return {
         "packets": packets,
         "offered_pps": float(rated.group(1)) if rated else packets / wall,
@@ -182,6 +191,9 @@ def run_level(
         "cpu_s": cpu,
         "recording_cpu_s": own,  # the recording process alone (without the reader)
         "wall_s": wall,
+        "first_drop_s": first,  # when the metrics first showed a drop (seconds, or None)
+        "drops_by_5s": next((n for t, n in drops if t >= 5), 0.0),
+        "drops": drops,
     }
 
 
@@ -231,16 +243,22 @@ def main() -> int:
                 )
             rtp_sent = r["packets"] - 4 * level  # less INVITE, 200, ACK and BYE
             clean = r["kernel_dropped"] == 0 and r["rtp"] == rtp_sent and r["recorded"] == level
+            when = ""
+            if r["first_drop_s"] is not None:
+                when = f" (first seen at {r['first_drop_s']:.0f} s, {r['drops_by_5s']:,.0f} by 5 s)"
             print(
                 f"{mode:>14}, {level:5d} calls: offered {r['offered_pps']:9,.0f} pkt/s "
                 f"({r['offered_pps'] / 100:5,.0f} calls in real time); "
-                f"kernel drops {int(r['kernel_dropped']):8,d}; "
+                f"kernel drops {int(r['kernel_dropped']):8,d}{when}; "
                 f"rtp {int(r['rtp']):,}/{rtp_sent:,}; recorded {int(r['recorded'])}/{level}; "
                 f"recorder cpu {r['cpu_s']:.1f} s (recording process {r['recording_cpu_s']:.1f}) "
                 f"in {r['wall_s']:.1f} s ({r['cpu_s'] / r['wall_s']:.2f} cores) -> "
                 f"{'clean' if clean else 'NOT clean'}",
                 flush=True,
             )
+            if r["first_drop_s"] is not None:  # the kernel's count, a second at a time
+                series = ", ".join(f"{t:.0f} s {n:,.0f}" for t, n in r["drops"] if n)
+                print(f"{'':>16}drops over time: {series}", flush=True)
             if not clean:
                 break
     return 0

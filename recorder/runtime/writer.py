@@ -261,16 +261,8 @@ class ArchiveWriter:
         relative = self._archive.relative_path(recording_id)
         final = self._archive.root / relative
         partial = str(final) + PARTIAL_SUFFIX.removeprefix(".rec")
-        try:  # first, so that a failure leaves no key, row or audit record behind
-            fd = _create(partial, final.parent)
-        except OSError as exc:
-            self._not_created(event, recording_id, exc)
-            return
         file_key = os.urandom(32)
         wrapped = wrap_file_key(self._master, file_key, recording_id, os.urandom(12))
-        # Key store and index rows of new recordings are committed together, one sync for
-        # all (`commit`), before any audio is written: calls often start by the hundred.
-        self._pending_keys.append((recording_id, self._master.kid, wrapped))
         header = RecordingHeader(
             recording_id=recording_id,
             created_ns=event.start_ns,
@@ -280,6 +272,14 @@ class ArchiveWriter:
             channel_map=("caller", "callee") if event.channels == 2 else ("rtp",),
         )
         sealer = RecordingWriter(header, file_key, os.urandom(32))
+        try:  # before the key, row and audit record, which a failure must not leave behind
+            fd = _create(partial, final.parent)
+        except OSError as exc:
+            self._not_created(event, recording_id, exc)
+            return
+        # Key store and index rows of new recordings are committed together, one sync for
+        # all (`commit`), before any audio is written: calls often start by the hundred.
+        self._pending_keys.append((recording_id, self._master.kid, wrapped))
         rec = OpenRecording(recording_id, relative, partial, fd, sealer)
         # The header reaches the disk with the audio, at the next group sync (`_append`):
         # until then the recording holds nothing a crash could lose. A crash before `commit`

@@ -22,6 +22,7 @@ import pytest
 from recorder.config import Config
 from recorder.container.masterkey import MasterKey
 from recorder.core.events import RecordingAudio, RecordingEnded, RecordingStarted
+from recorder.runtime.keystore import KeyStore
 from recorder.runtime.session import ArchiveSession
 from tests.service.recordings import export_pcm, recordings, verify
 
@@ -131,7 +132,10 @@ def test_a_file_that_cannot_be_created_fails_that_call_only(
     ]
     (failure,) = audit_events(tmp_path / "a", "recording.failed")
     assert "No space left" in str(failure["reason"])
-    assert sorted(str(r["call_id"]) for r in recordings(tmp_path / "a")) == ["c1", "c3"]
+    rows = recordings(tmp_path / "a")
+    assert sorted(str(r["call_id"]) for r in rows) == ["c1", "c3"]
+    with KeyStore(tmp_path / "a" / "keys.sqlite") as keys:  # no key left for the failed call
+        assert sorted(keys.recording_ids()) == sorted(str(r["id"]) for r in rows)
 
 
 def test_the_shipped_unit_allows_ten_thousand_concurrent_recordings() -> None:

@@ -220,8 +220,8 @@ def test_closing_places_the_last_queues_of_open_calls_in_one_batch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """At the end of a replay or at shutdown every open call's last queue is placed in the
-    batch of all calls, not call by call (with 1,000 calls that final flush was 4 % of a
-    replay); the recordings are those of the per-call path."""
+    batch of all calls, not call by call (closing 1,000 calls of a replay took 0.066 s
+    against 0.107); the recordings are those of the per-call path."""
     frames: list[Frame] = []
     for n in range(12):
         frames += build([("ok", 0)] * 130, [0, 8, 9][n % 3], 20, True, n)

@@ -111,8 +111,8 @@ def test_frames_come_whole_in_order_with_their_times() -> None:
 def test_on_loopback_each_packet_takes_one_ring_slot() -> None:
     """lo hands a capture every packet twice (leaving and arriving); the handle asks the
     kernel for the arriving copy only, so the kernel counts and the ring hold each packet
-    once, and the frames read are exactly those sent, once each. Another interface keeps
-    the packets its host sends."""
+    once, and the frames read are exactly those sent, once each. Only loopback devices are
+    asked so (on `any` or a real device the packets the host sends are wanted)."""
     require_capture()
     (port,) = free_udp_ports(1)
     sent = payloads(2000)

@@ -13,14 +13,16 @@ import resource
 RESERVED = 128
 ENOUGH_CALLS = 10_000  # concurrent recordings below which a limit is warned of
 ADVISED = 65_536  # what systemd/recorder.service sets (LimitNOFILE=)
-_UNBOUNDED_TARGET = 1 << 20  # the kernel's default fs.nr_open, the most a process may hold
+# The kernel's default fs.nr_open; a higher soft limit (hard limits of 2^30 exist) would only
+# slow programs that close every possible descriptor.
+_MOST = 1 << 20
 
 
 def raise_open_files_limit() -> tuple[int, str | None]:
     """Raise the soft limit to the hard one where allowed. Returns the limit in force and,
     when it allows fewer than `ENOUGH_CALLS` recordings at once, a warning saying so."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = _UNBOUNDED_TARGET if hard == resource.RLIM_INFINITY else hard
+    target = _MOST if hard == resource.RLIM_INFINITY else min(hard, _MOST)
     if soft != resource.RLIM_INFINITY and soft < target:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
@@ -41,4 +43,4 @@ def recording_slots() -> int:
     rest of the process needs (running out would fail the index's and audit trail's writes,
     not only new recordings)."""
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    return _UNBOUNDED_TARGET if soft == resource.RLIM_INFINITY else max(0, soft - RESERVED)
+    return _MOST if soft == resource.RLIM_INFINITY else max(0, soft - RESERVED)

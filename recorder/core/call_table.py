@@ -129,10 +129,12 @@ class CallTable:
         """What latching sees of these ports changed: new generations, and a new `version`
         (the block fast path's lookups are stale)."""
         gen = self.port_gen
-        before = self.version
+        touched = False
         for port in ports:
             gen[port] = gen.get(port, 0) + 1
-            self.version = before + 1
+            touched = True
+        if touched:  # no ports (a side with no media yet): nothing to look up again
+            self.version += 1
 
     def add_other_media(self, call: Call, ip: bytes, port: int) -> None:
         """A non-audio stream of the call (video, T.38 fax): known, deliberately not recorded."""

@@ -70,13 +70,11 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_low_soft_limit_is_raised_and_every_call_is_recorded(
     capture: Path, tmp_path: Path
 ) -> None:
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if hard != resource.RLIM_INFINITY and hard < 4096:
-        pytest.skip(f"the hard limit on open files here is {hard}")
+    """Soft 256 (what 300 calls overflow), hard 1,024: raised to 1,024, room for 896."""
     archive = tmp_path / "archive"
-    done = replay(capture, archive, (256, hard))
+    done = replay(capture, archive, (256, 1024))
     assert done.returncode == 0, done.stderr
-    assert "open files" not in done.stderr
+    assert "warning: open files are limited to 1,024" in done.stderr  # raised, still < 10,000
     assert len(recordings(archive)) == CALLS and unrecorded(archive) == []
 
 

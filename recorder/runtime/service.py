@@ -47,6 +47,7 @@ from recorder.runtime.runner import LoopStats, drain, feed_blocks
 from recorder.runtime.sdnotify import Notifier
 from recorder.runtime.servicecfg import capture_filter_caveat, load_service_config, plan_reload
 from recorder.runtime.session import ArchiveSession
+from recorder.runtime.spares import TARGET as SPARE_FILES
 from recorder.runtime.writer import ArchiveWriter
 
 log = logging.getLogger("recorder.service")
@@ -104,7 +105,12 @@ class Service:
         if (caveat := raise_open_files_limit()[1]) is not None:  # before the writer counts
             log.warning("%s", caveat)
         session = ArchiveSession(
-            Path(cfg.archive.path), self.master, self.actor, cfg, recovery_keys=self.keys.keys
+            Path(cfg.archive.path),
+            self.master,
+            self.actor,
+            cfg,
+            recovery_keys=self.keys.keys,
+            spare_files=SPARE_FILES,  # calls start by the thousand (a PBX restart)
         )
         try:
             return self._run(session)

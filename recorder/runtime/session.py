@@ -40,6 +40,7 @@ class ArchiveSession:
         config: Config,
         *,
         recovery_keys: Mapping[str, MasterKey] | None = None,
+        spare_files: int = 0,
     ) -> None:
         self.config = config
         self.archive = Archive(root)
@@ -69,6 +70,7 @@ class ArchiveSession:
             admission=self.scale.admission(admission) if self.scale else admission,
             sensor_id=config.sensor_id,
             on_closed=self.scale.on_closed if self.scale else None,
+            spare_files=spare_files,
         )
         if self.scale is not None:
             self.scale.start()

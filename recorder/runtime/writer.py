@@ -45,6 +45,7 @@ from recorder.runtime.fdlimit import recording_slots
 from recorder.runtime.files import fsync_dir
 from recorder.runtime.index import Index, RecordingRow
 from recorder.runtime.keystore import KeyStore
+from recorder.runtime.spares import SparePool
 from recorder.runtime.timefmt import rfc3339_ns
 
 log = logging.getLogger(__name__)
@@ -124,11 +125,13 @@ class ArchiveWriter:
         admission: Callable[[], str | None] = always_admit,
         sensor_id: str | None = None,
         on_closed: Callable[[ClosedRecording], None] | None = None,
+        spare_files: int = 0,
     ) -> None:
         """`expiry(retention_class, end_ns)` fixes a recording's expiry when it closes;
         `admission()` returns a reason to refuse a new recording (e.g. disk nearly full)
         or None to open it; `on_closed` hears of each recording once it is sealed, indexed
-        and audited (the uploader queues it)."""
+        and audited (the uploader queues it); `spare_files` files are kept made ahead
+        (`spares.py`: for a live service, whose calls can start by the thousand)."""
         self._archive = archive
         self._master = master
         self._index = index
@@ -149,6 +152,7 @@ class ArchiveWriter:
         self._failed_ended: list[OpenRecording] = []  # their files close after the appends
         self._appender: Appender[OpenRecording] = Appender()
         self._group = GroupSync(archive.recordings_dir)
+        self._spares = SparePool(archive.root / "spare", target=spare_files)
         self._last_sync = time.monotonic()
         self._open: dict[int, OpenRecording] = {}
         self.stats = WriterStats()
@@ -273,7 +277,9 @@ class ArchiveWriter:
         )
         sealer = RecordingWriter(header, file_key, os.urandom(32))
         try:  # before the key, row and audit record, which a failure must not leave behind
-            fd = _create(partial, final.parent)
+            fd = self._spares.open(partial, final.parent)
+            if fd is None:
+                fd = _create(partial, final.parent)
         except OSError as exc:
             self._not_created(event, recording_id, exc)
             return
@@ -467,6 +473,7 @@ class ArchiveWriter:
         self._report_write_errors()
         self.stats.bytes_written = self._appender.bytes_written
         self._group.close()
+        self._spares.close()
 
 
 def _batch(store: object) -> AbstractContextManager[object]:

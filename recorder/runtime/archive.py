@@ -4,6 +4,7 @@
     <archive>/index.sqlite                             one row per recording, calls not recorded
     <archive>/keys.sqlite                              wrapped file keys (destroyed to shred)
     <archive>/audit/audit.jsonl                        the hash-chained audit trail
+    <archive>/spare/<32 hex>.spare                     empty files made ahead (runtime/spares.py)
 
 Every name under the archive is made here from values the recorder generated (a time and
 random hex), never from the wire, so no Call-ID can steer a path.

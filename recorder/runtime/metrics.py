@@ -240,6 +240,18 @@ class RecorderCollector(Collector):
         yield _counter(
             "recorder_recording_bytes_written", "Bytes of recordings written.", ws.bytes_written
         )
+        spare, created = w.spare_counts
+        yield _counter(
+            "recorder_recording_files_spare",
+            "New recordings whose file was a spare made ahead (runtime/spares.py).",
+            spare,
+        )
+        yield _counter(
+            "recorder_recording_files_created",
+            "New recordings whose file the capture loop had to create: no spare was ready "
+            "(a call storm larger than the spares, a full disk).",
+            created,
+        )
 
     def _compliance(self, s: Sources) -> Iterator[Metric]:
         markers = CounterMetricFamily(

@@ -161,6 +161,11 @@ class ArchiveWriter:
     def open_count(self) -> int:
         return len(self._open)
 
+    @property
+    def spare_counts(self) -> tuple[int, int]:
+        """New recordings' files taken from spares, and created on the caller's thread."""
+        return self._spares.taken, self._spares.missed
+
     def handle(self, event: Event) -> None:
         if self._appender.failures:
             self._report_write_errors()

@@ -185,6 +185,11 @@ def collect_blocks(
     """Append the blocks of a live capture (`LiveCapture`, `ProcessCapture`) to `blocks`
     until `tick` stops it, ticking every 0.05 s; fails past `limit_s`."""
     started = time.monotonic()
-    for block in capture.blocks(tick, 0.05):
+
+    def limited(idle: bool) -> None:  # (fails a capture that never yields, too)
+        assert time.monotonic() - started < limit_s, f"no end after {limit_s} s"
+        tick(idle)
+
+    for block in capture.blocks(limited, 0.05):
         blocks.append(block)
         assert time.monotonic() - started < limit_s

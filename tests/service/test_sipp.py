@@ -54,6 +54,9 @@ def test_sipp_calls_are_recorded_and_decode_to_the_audio_sent(tmp_path: Path) ->
     assert metrics["recorder_calls_started_total"] == CALLS
     assert metrics['recorder_calls_ended_total{outcome="recorded"}'] == CALLS
     assert metrics["recorder_recordings_written_total"] == CALLS
+    # The service opens recordings from spare files made ahead (created: none was ready).
+    spare, created = (metrics[f"recorder_recording_files_{k}_total"] for k in ("spare", "created"))
+    assert spare + created == CALLS and spare >= 1
     assert metrics["recorder_calls_active"] == 0
     assert metrics["recorder_capture_kernel_dropped_packets_total"] == 0
     assert metrics["recorder_rtp_packets_total"] == 2 * CALLS * PACKETS

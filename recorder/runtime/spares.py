@@ -51,7 +51,7 @@ class SparePool:
         self._closing = False
         self._disabled = target <= 0
         self.taken = 0  # recordings that opened a spare
-        self.missed = 0  # recordings that had to create their file (none ready)
+        self.missed = 0  # recordings that had to create their file (none ready, not usable)
         self.errors = 0  # spares that could not be made (full disk, ...)
         self._thread: threading.Thread | None = None
         self._lock: int | None = None
@@ -73,12 +73,12 @@ class SparePool:
         None when no spare is ready or it cannot be moved there (the caller creates the
         file itself). Raises FileExistsError if `path` exists, as `O_EXCL` would, and the
         error of the open, leaving nothing at `path`."""
-        try:
-            spare = self._ready.popleft()
-        except IndexError:
-            if self._thread is not None:
-                self.missed += 1
+        if self._target <= 0:
             return None
+        if self._disabled or not self._ready:
+            self.missed += 1
+            return None
+        spare = self._ready.popleft()
         self._wake.set()
         try:
             try:

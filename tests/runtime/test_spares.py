@@ -108,8 +108,10 @@ def test_with_none_ready_or_across_file_systems_the_caller_creates(
 
     monkeypatch.setattr(os, "link", other_device)
     assert pool.open(str(tmp_path / "b.rec.partial"), tmp_path) is None
+    left = len(pool._ready)
     assert pool.open(str(tmp_path / "c.rec.partial"), tmp_path) is None
     assert pool._disabled and pool.missed == 2
+    assert len(pool._ready) == left  # no other spare is tried once the link failed so
     monkeypatch.undo()
     pool.close()
     only_plain_spares(tmp_path / "spare")

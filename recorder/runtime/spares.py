@@ -59,8 +59,13 @@ class SparePool:
             if folder.is_dir():
                 _clear(folder)
             return
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._lock = _lock(folder)
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._lock = _lock(folder)
+        except OSError as exc:  # (a file in its place, a read-only folder): as without
+            log.warning("spare files not used: %s: %s", folder, exc.strerror or exc)
+            self._disabled = True
+            return
         if self._lock is None:
             log.info("spare files not used: another recorder on this archive holds them")
             self._disabled = True

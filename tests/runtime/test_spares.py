@@ -94,6 +94,17 @@ def test_an_open_that_fails_leaves_nothing_at_the_path(
     only_plain_spares(tmp_path / "spare")
 
 
+def test_a_file_where_the_folder_belongs_turns_spares_off_not_the_recorder(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "spare").write_text("an operator's file")
+    pool = SparePool(tmp_path / "spare", target=4)
+    assert pool.open(str(tmp_path / "a.rec.partial"), tmp_path) is None
+    assert pool.missed == 1
+    pool.close()
+    assert (tmp_path / "spare").read_text() == "an operator's file"
+
+
 def test_with_none_ready_or_across_file_systems_the_caller_creates(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

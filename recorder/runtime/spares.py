@@ -56,8 +56,9 @@ class SparePool:
         self._thread: threading.Thread | None = None
         self._lock: int | None = None
         if self._disabled:
-            if folder.is_dir():
-                _clear(folder)
+            with contextlib.suppress(OSError):  # tidying only: never a reason to stop
+                if folder.is_dir():
+                    _clear(folder)
             return
         try:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -77,8 +77,8 @@ class SparePool:
     def open(self, path: str, folder: Path) -> int | None:
         """A descriptor (write, append) of a new empty file at `path`, made from a spare;
         None when no spare is ready or it cannot be moved there (the caller creates the
-        file itself). Raises FileExistsError if `path` exists, as `O_EXCL` would, and the
-        error of the open, leaving nothing at `path`."""
+        file itself, and meets any error that is not the spare's). Raises FileExistsError
+        if `path` exists, as `O_EXCL` would. A spare that fails leaves nothing at `path`."""
         if self._target <= 0:
             return None
         if self._disabled or not self._ready:
@@ -107,9 +107,10 @@ class SparePool:
         self._linked.append(spare)
         try:
             fd = os.open(path, _OPEN_FLAGS)
-        except OSError:
-            _unlink(path)  # nothing of a recording that could not open stays behind
-            raise
+        except OSError:  # the caller's own create says whether the fault is the spare's
+            _unlink(path)  # nothing stays at the recording's name
+            self.missed += 1
+            return None
         self.taken += 1
         return fd
 
@@ -127,7 +128,10 @@ class SparePool:
             self._lock = None
 
     def _run(self) -> None:
-        usable = _take_stock(self._folder, keep=True)
+        try:
+            usable = _take_stock(self._folder, keep=True)
+        except OSError:  # (the folder removed under us): start from none
+            usable = []
         self._ready.extend(usable[: self._target])
         for extra in usable[self._target :]:
             _unlink(extra)
@@ -169,9 +173,10 @@ def _clear(folder: Path) -> None:
 
 
 def _take_stock(folder: Path, *, keep: bool) -> list[str]:
-    """The spares a run left that can serve again (empty, one name, regular); removes the
-    others: second names of recordings a crash kept, and every spare unless `keep`."""
+    """The spares a run left that can serve again (ours, empty, one name, regular); removes
+    the others: second names of recordings a crash kept, and every spare unless `keep`."""
     usable = []
+    uid = os.geteuid()
     for entry in os.scandir(folder):
         if not _NAME.match(entry.name):
             continue
@@ -179,7 +184,8 @@ def _take_stock(folder: Path, *, keep: bool) -> list[str]:
             info = entry.stat(follow_symlinks=False)
         except OSError:
             continue
-        if keep and stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_size == 0:
+        plain = stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_size == 0
+        if keep and plain and info.st_uid == uid:
             usable.append(entry.path)
         else:
             _unlink(entry.path)

@@ -73,7 +73,7 @@ def test_an_existing_file_is_never_replaced(tmp_path: Path) -> None:
     pool.close()
 
 
-def test_an_open_that_fails_leaves_nothing_at_the_path(
+def test_a_spare_that_cannot_be_opened_is_a_miss_that_leaves_nothing_at_the_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pool = SparePool(tmp_path / "spare", target=2)
@@ -86,10 +86,12 @@ def test_an_open_that_fails_leaves_nothing_at_the_path(
         return real_open(path, flags, mode)
 
     monkeypatch.setattr(os, "open", no_descriptor_left)
-    with pytest.raises(OSError, match="Too many open files"):
-        pool.open(str(tmp_path / "y.rec.partial"), tmp_path)
+    # The caller creates the file itself, so the error it reports is its own create's:
+    # a spare never fails a call that a create would have recorded.
+    assert pool.open(str(tmp_path / "y.rec.partial"), tmp_path) is None
     monkeypatch.undo()
     assert not (tmp_path / "y.rec.partial").exists()
+    assert (pool.taken, pool.missed) == (0, 1)
     pool.close()
     only_plain_spares(tmp_path / "spare")
 
@@ -200,3 +202,46 @@ def test_one_pool_holds_the_folder_so_no_spare_serves_two_recordings(tmp_path: P
     ready(third, 4)
     third.close()
     only_plain_spares(folder)
+
+
+def test_a_spare_the_writer_cannot_open_still_records_the_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spare that fails (here: not ours to open) costs a create, never the call."""
+    session = ArchiveSession(
+        tmp_path / "a", MasterKey.from_secret(bytes(32)), "t", Config(), spare_files=4
+    )
+    writer = session.writer
+    ready(writer._spares, 4)
+    real_open = os.open
+
+    def spare_not_ours(path: str, flags: int, mode: int = 0o777) -> int:
+        if str(path).endswith(".partial") and not flags & os.O_CREAT:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", spare_not_ours)
+    writer.handle(RecordingStarted(1, "c1", "a", "b", T0, 8000, 2))
+    monkeypatch.undo()
+    writer.handle(RecordingAudio(1, bytes(32000)))
+    writer.handle(RecordingEnded(1, T0 + 10**9, "bye", ("PCMU",)))
+    writer.commit()
+    assert (writer.stats.closed, writer.stats.failed) == (1, 0)
+    assert writer.spare_counts == (0, 1)
+    session.close()
+    (row,) = recordings(tmp_path / "a")
+    assert row["call_id"] == "c1" and (tmp_path / "a" / str(row["path"])).stat().st_nlink == 1
+
+
+def test_a_left_spare_of_another_user_is_not_used(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a file to another user")
+    folder = tmp_path / "spare"
+    folder.mkdir()
+    theirs = folder / ("ef" * 16 + ".spare")
+    theirs.write_bytes(b"")
+    os.chown(theirs, 65534, 65534)
+    pool = SparePool(folder, target=2)
+    ready(pool, 2)
+    assert str(theirs) not in pool._ready and not theirs.exists()
+    pool.close()

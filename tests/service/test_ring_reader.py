@@ -28,9 +28,12 @@ pytestmark = pytest.mark.slow
 _UDP_PAYLOAD_AT = 42  # Ethernet (lo) + IPv4 + UDP
 
 
-def payloads(count: int) -> list[bytes]:
+def payloads(count: int, first: int = 0) -> list[bytes]:
     """Distinct payloads of lengths 4 to 1,403 bytes (runs of one length, and breaks)."""
-    return [i.to_bytes(4, "big") + bytes([i % 251]) * (i // 7 % 1400) for i in range(count)]
+    return [
+        i.to_bytes(4, "big") + bytes([i % 251]) * (i // 7 % 1400)
+        for i in range(first, first + count)
+    ]
 
 
 @contextmanager
@@ -262,7 +265,7 @@ def test_frames_read_before_a_capture_failure_are_handed_over_first() -> None:
             interface="lo", filter=f"udp dst port {port}", timeout_ms=20, reader_process=False
         )
     )
-    sent = payloads(400)
+    sent: list[bytes] = []
     records = capture._reader.records
     real_fill = records.fill
     read = [0]
@@ -276,12 +279,14 @@ def test_frames_read_before_a_capture_failure_are_handed_over_first() -> None:
 
     records.fill = failing_fill  # type: ignore[method-assign]
     blocks: list[FrameBlock] = []
-    state = {"sent": False}
 
     def tick(idle: bool) -> None:
-        if idle and not state["sent"]:
-            state["sent"] = True
-            send(port, sent)
+        # A burst on every idle tick until one is read whole: on a stalled machine the ring
+        # can hand a burst over in pieces of fewer than GATHER_FROM_FRAMES, none held.
+        if idle:
+            burst = payloads(1000, len(sent))
+            sent.extend(burst)
+            send(port, burst)
 
     try:
         with pytest.raises(CaptureError, match="interface went down"):

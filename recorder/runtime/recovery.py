@@ -1,10 +1,18 @@
 """After a crash (SIGKILL, power loss): recordings left as `.rec.partial` are cut to their
 last whole authenticated segment, renamed to `.rec`, indexed as incomplete, and an audit
 record says what was kept and what was cut. No final segment is forged: its absence is
-the lasting evidence that the recording was interrupted."""
+the lasting evidence that the recording was interrupted.
+
+Several recorders may write to one archive (the service, and a replay or a second
+service). A partial file is a crash's leftover only when no recorder is writing to the
+archive: each one holds `recordings/` with a shared `flock` for its whole life
+(`RecordingsHold`), and recovers only if it could hold it exclusively first, alone. The
+kernel releases a killed process's hold, so its leftovers are recovered by the next
+recorder that starts alone; one that starts beside another leaves them, and says so."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -34,6 +42,42 @@ class Stores(Protocol):
     index: Index
     keys: KeyStore
     audit: AuditTrail
+
+
+class RecordingsHold:
+    """`recordings/` held for a recording session: shared for the session's life, so that
+    no other session's recovery takes its open recordings for a crash's leftovers; first
+    exclusive, if that can be had at once: then `alone` is true, every partial file is a
+    crash's, and the session recovers them before `share()`. A session that is not alone
+    waits here while another one recovers (its new files would look like leftovers)."""
+
+    def __init__(self, recordings_dir: Path) -> None:
+        self._fd = os.open(recordings_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self.alone = _try_flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not self.alone:
+                fcntl.flock(self._fd, fcntl.LOCK_SH)
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def share(self) -> None:
+        """Recovery done: let other sessions start beside this one. (Not atomic: another
+        session may recover in between, before this one has made any file.)"""
+        fcntl.flock(self._fd, fcntl.LOCK_SH)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # (releases the hold)
+            self._fd = -1
+
+
+def _try_flock(fd: int, operation: int) -> bool:
+    try:
+        fcntl.flock(fd, operation)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def recover_partials(archive: Archive, masters: Mapping[str, MasterKey], stores: Stores) -> int:

@@ -4,6 +4,7 @@ both record through one of these."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,11 +17,13 @@ from recorder.runtime.audit import AuditTrail
 from recorder.runtime.diskguard import build_admission
 from recorder.runtime.index import Index
 from recorder.runtime.keystore import KeyStore
-from recorder.runtime.recovery import recover_partials
+from recorder.runtime.recovery import RecordingsHold, recover_partials
 from recorder.runtime.writer import ArchiveWriter
 
 if TYPE_CHECKING:
     from recorder.scale.runtime import ScaleRuntime
+
+log = logging.getLogger(__name__)
 
 
 class ArchiveSession:
@@ -56,8 +59,14 @@ class ArchiveSession:
         else:
             self.index = Index(self.archive.index_path)
             self.keys = KeyStore(self.archive.keystore_path)
-        masters = {master.kid: master, **(recovery_keys or {})}
-        self.recovered = recover_partials(self.archive, masters, self)
+        self.hold = RecordingsHold(self.archive.recordings_dir)
+        self.recovered = 0
+        if self.hold.alone:
+            masters = {master.kid: master, **(recovery_keys or {})}
+            self.recovered = recover_partials(self.archive, masters, self)
+            self.hold.share()
+        else:
+            self._defer_recovery()
         admission = build_admission(config, self.archive, self.audit)
         self.writer = ArchiveWriter(
             self.archive,
@@ -75,6 +84,18 @@ class ArchiveSession:
         if self.scale is not None:
             self.scale.start()
 
+    def _defer_recovery(self) -> None:
+        """Another recorder writes to this archive: its open recordings are not a crash's."""
+        partials = len(self.archive.partial_files())
+        if partials:
+            log.info(
+                "another recorder is writing to %s: its %d open recordings are left alone "
+                "(a crash's leftovers are recovered by the next recorder that starts alone)",
+                self.archive.root,
+                partials,
+            )
+            self.audit.append("recovery.deferred", partial_files=partials)
+
     def close(self) -> None:
         self.writer.close()
         if self.scale is not None:
@@ -82,3 +103,4 @@ class ArchiveSession:
         self.audit.close()
         self.keys.close()
         self.index.close()
+        self.hold.close()

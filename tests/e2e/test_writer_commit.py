@@ -42,6 +42,7 @@ def test_a_crash_before_the_commit_leaves_only_discarded_headers(tmp_path: Path)
     session.audit.close()
     session.keys.close()
     session.index.close()
+    session.hold.close()  # (the kernel releases a killed process's hold)
     again = ArchiveSession(tmp_path / "a", MASTER, "t", Config())
     again.close()
     assert not partial.exists()
@@ -60,6 +61,7 @@ def _crash(session: ArchiveSession) -> None:
     session.audit.close()
     session.keys.close()
     session.index.close()
+    session.hold.close()  # (the kernel releases a killed process's hold)
 
 
 def test_recovery_cuts_a_torn_tail_but_leaves_a_damaged_file_untouched(tmp_path: Path) -> None:

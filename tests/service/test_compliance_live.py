@@ -5,6 +5,7 @@ a key directory (after a rotation) both recovers and records."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sqlite3
 import time
@@ -111,9 +112,14 @@ def test_control_socket_pauses_a_live_call_into_exact_silence(tmp_path: Path) ->
     caller = slots(pcm[:, 0], call.sent[0], 0)
     offset = find(pcm[:, 1], ulaw(call.sent[1][0]))
     callee = slots(pcm[:, 1], call.sent[1], offset)
-    # Each side: the 40 packets sent before the pause was acknowledged, 40 of exact
-    # silence (all sent while paused), the 40 sent after the resume was acknowledged.
-    assert caller == callee == "a" * 40 + "0" * 40 + "a" * 40
+    # Each side: the packets sent before the pause, then exact silence for all 40 sent while
+    # paused, then the 40 sent after the resume was acknowledged. The pause takes effect at
+    # the core's capture time, never later than the request, so packets still in the
+    # capture ring then are silenced too (control.py: more silence, never less): none on a
+    # quiet machine, 4 once under load.
+    for got in (caller, callee):
+        assert re.fullmatch("a+0+a{40}", got), got
+        assert got.index("0") >= 30 and got[40:80] == "0" * 40, got
 
     # The pause window is audited (detail without the reason's digits) on the recording,
     # and a packet is silent exactly when it was captured inside that window.

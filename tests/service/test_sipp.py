@@ -45,7 +45,9 @@ def test_sipp_calls_are_recorded_and_decode_to_the_audio_sent(tmp_path: Path) ->
             timeout=30,
         )
         assert uac.returncode == 0, uac.stdout[-2000:]
-        metrics = recorder.scrape_until("recorder_calls_active", 0)  # past the BYE linger
+        recorder.scrape_until("recorder_calls_active", 0)  # past the BYE linger
+        # then the writer's close of each (after the group sync: later, on a busy machine)
+        metrics = recorder.scrape_until("recorder_recordings_written_total", CALLS)
         assert recorder.stop() == 0
     finally:
         uas.terminate()

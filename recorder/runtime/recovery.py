@@ -4,19 +4,24 @@ record says what was kept and what was cut. No final segment is forged: its abse
 the lasting evidence that the recording was interrupted.
 
 Several recorders may write to one archive (the service, and a replay or a second
-service). A partial file is a crash's leftover only when no recorder is writing to the
-archive: each one holds `recordings/` with a shared `flock` for its whole life
-(`RecordingsHold`), and recovers only if it could hold it exclusively first, alone. The
-kernel releases a killed process's hold, so its leftovers are recovered by the next
-recorder that starts alone; one that starts beside another leaves them, and says so."""
+service), so a partial file may be another recorder's open recording. The writer locks each
+recording's file (`flock`) from its creation until its rename, and recovery takes only
+files whose lock it can take: the kernel drops a killed process's locks, so its leftovers
+are recovered by the next recorder that starts, beside others or not. A file without a key
+(a recording being created, or a crash's from before its first audio, which holds none) is
+taken only by a recorder that starts alone: each recorder holds `recordings/` shared for its
+whole life (`RecordingsHold`), and one that could hold it exclusively at its start is
+alone."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -45,11 +50,11 @@ class Stores(Protocol):
 
 
 class RecordingsHold:
-    """`recordings/` held for a recording session: shared for the session's life, so that
-    no other session's recovery takes its open recordings for a crash's leftovers; first
-    exclusive, if that can be had at once: then `alone` is true, every partial file is a
-    crash's, and the session recovers them before `share()`. A session that is not alone
-    waits here while another one recovers (its new files would look like leftovers)."""
+    """`recordings/` held for a recording session: shared for the session's life; first
+    exclusive, if that can be had at once: then `alone` is true, no other recorder is
+    creating files, and the session recovers before `share()`. A session that is not alone
+    waits here while another one recovers (its new files, without keys yet, would look like
+    leftovers)."""
 
     def __init__(self, recordings_dir: Path) -> None:
         self._fd = os.open(recordings_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -80,16 +85,36 @@ def _try_flock(fd: int, operation: int) -> bool:
     return True
 
 
-def recover_partials(archive: Archive, masters: Mapping[str, MasterKey], stores: Stores) -> int:
-    """Recover every partial recording; returns how many were recovered."""
-    recovered = 0
+@dataclass
+class Recovery:
+    recovered: int = 0
+    left: int = 0  # partial files open in another recorder, or without a key and not alone
+
+
+def recover_partials(
+    archive: Archive, masters: Mapping[str, MasterKey], stores: Stores, *, alone: bool = True
+) -> Recovery:
+    """Recover every partial recording no recorder has open. `alone`: no other recorder
+    runs (`RecordingsHold`), so a partial file without a key is a crash's too."""
+    result = Recovery()
     for partial in archive.partial_files():
         recording_id = partial.name.removesuffix(PARTIAL_SUFFIX)
-        if _discard_empty(stores, partial, recording_id):
+        keyed = stores.keys.get(recording_id) is not None
+        if not keyed and not alone:
+            result.left += 1  # perhaps being created: a recorder that starts alone takes it
             continue
         try:
-            _recover_one(archive, masters, stores, partial, recording_id)
-            recovered += 1
+            fd = _claim(partial)
+            if fd is None:
+                result.left += 1  # open in a running recorder
+                continue
+            try:
+                if not keyed and _discard_empty(stores, partial, recording_id):
+                    continue
+                _recover_one(archive, masters, stores, partial, recording_id)
+                result.recovered += 1
+            finally:
+                os.close(fd)
         except (IntegrityError, ValueError, OSError) as exc:
             log.error("could not recover %s: %s", partial.name, exc)
             stores.audit.append(
@@ -98,14 +123,31 @@ def recover_partials(archive: Archive, masters: Mapping[str, MasterKey], stores:
                 recording_id=recording_id,
                 reason=str(exc),
             )
-    return recovered
+    return result
+
+
+def _claim(partial: Path) -> int | None:
+    """A descriptor holding `partial`'s lock; None if a running recorder has it locked, or
+    it was renamed meanwhile (a recording that just closed)."""
+    try:
+        fd = os.open(partial, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    try:
+        if _try_flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB):
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(partial, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                    return fd
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return None
 
 
 def _discard_empty(stores: Stores, partial: Path, recording_id: str) -> bool:
     """A crash between a recording's creation and the commit of its key leaves a file with
     no key and no audio (the writer commits keys before it writes audio): nothing to keep."""
-    if stores.keys.get(recording_id) is not None:
-        return False
     try:
         with partial.open("rb") as f:
             header_only = read_header_block(f).length >= partial.stat().st_size

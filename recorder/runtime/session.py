@@ -60,13 +60,13 @@ class ArchiveSession:
             self.index = Index(self.archive.index_path)
             self.keys = KeyStore(self.archive.keystore_path)
         self.hold = RecordingsHold(self.archive.recordings_dir)
-        self.recovered = 0
+        masters = {master.kid: master, **(recovery_keys or {})}
+        recovery = recover_partials(self.archive, masters, self, alone=self.hold.alone)
+        self.recovered = recovery.recovered
         if self.hold.alone:
-            masters = {master.kid: master, **(recovery_keys or {})}
-            self.recovered = recover_partials(self.archive, masters, self)
             self.hold.share()
-        else:
-            self._defer_recovery()
+        elif recovery.left:
+            self._note_left(recovery.left)
         admission = build_admission(config, self.archive, self.audit)
         self.writer = ArchiveWriter(
             self.archive,
@@ -84,17 +84,16 @@ class ArchiveSession:
         if self.scale is not None:
             self.scale.start()
 
-    def _defer_recovery(self) -> None:
-        """Another recorder writes to this archive: its open recordings are not a crash's."""
-        partials = len(self.archive.partial_files())
-        if partials:
-            log.info(
-                "another recorder is writing to %s: its %d open recordings are left alone "
-                "(a crash's leftovers are recovered by the next recorder that starts alone)",
-                self.archive.root,
-                partials,
-            )
-            self.audit.append("recovery.deferred", partial_files=partials)
+    def _note_left(self, left: int) -> None:
+        """Another recorder writes to this archive: the partial files it has open, or that
+        have no key yet, are left to it (or to a recorder that starts alone)."""
+        log.info(
+            "another recorder is writing to %s: %d partial files left to it (open there, or "
+            "without a key: a crash's from before its first audio goes at a start alone)",
+            self.archive.root,
+            left,
+        )
+        self.audit.append("recovery.deferred", partial_files=left)
 
     def close(self) -> None:
         self.writer.close()

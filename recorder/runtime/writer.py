@@ -16,6 +16,8 @@ and the audit record of its hash synced. What a crash can lose is therefore boun
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -98,6 +100,18 @@ class WriterStats:
     failed: int = 0
     bytes_written: int = 0
     not_recorded: int = 0
+
+
+def _hold(fd: int, path: str) -> None:
+    """Lock a new recording's file until its rename: another recorder's crash recovery
+    leaves locked files alone (recovery.py). On failure nothing stays at `path`."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
 
 
 def _create(path: str, folder: Path) -> int:
@@ -285,6 +299,7 @@ class ArchiveWriter:
             fd = self._spares.open(partial, final.parent)
             if fd is None:
                 fd = _create(partial, final.parent)
+            _hold(fd, partial)
         except OSError as exc:
             self._not_created(event, recording_id, exc)
             return
@@ -408,9 +423,11 @@ class ArchiveWriter:
         folders: set[Path] = set()
         for rec, event, retention_class in closing:
             try:
-                os.close(rec.fd)
                 final = self._archive.root / rec.relative
-                os.rename(rec.partial, final)
+                try:
+                    os.rename(rec.partial, final)  # renamed while its lock still holds
+                finally:
+                    os.close(rec.fd)
                 folders.add(final.parent)
                 done.append((rec, event, retention_class))
             except OSError as exc:

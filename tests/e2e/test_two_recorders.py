@@ -1,6 +1,7 @@
 """Two recorders on one archive (the service, and a replay beside it): neither takes the
-other's open recordings for a crash's leftovers, and a killed recorder's leftovers are
-recovered by the next recorder that starts alone, with every second it had written."""
+other's open recordings for a crash's leftovers; a killed recorder's recordings are
+recovered by the next recorder that starts, beside another or not, with every whole segment
+it had written; a leftover without audio waits for a recorder that starts alone."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from recorder.config import Config
 from recorder.container.format import SEGMENT_BYTES
@@ -44,10 +47,18 @@ def key_file(tmp_path: Path) -> Path:
     return path
 
 
-def test_a_second_recorder_leaves_the_first_ones_open_recordings(tmp_path: Path) -> None:
+@pytest.mark.parametrize("spares", [0, 4], ids=["created", "spare-file"])
+def test_a_second_recorder_leaves_the_first_ones_open_recordings(
+    tmp_path: Path, spares: int
+) -> None:
     archive, key = tmp_path / "a", key_file(tmp_path)
-    first = ArchiveSession(archive, MASTER, "service", Config())
+    first = ArchiveSession(archive, MASTER, "service", Config(), spare_files=spares)
+    deadline = time.monotonic() + 10
+    while len(first.writer._spares._ready) < spares:  # (the service's way: spares made ahead)
+        assert time.monotonic() < deadline, "no spare files made"
+        time.sleep(0.005)
     first.writer.handle(RecordingStarted(1, "c1", "a", "b", T, 8000, 2))
+    assert first.writer.spare_counts == ((1, 0) if spares else (0, 0))
     first.writer.handle(RecordingAudio(1, tone(2, 1000)))
     first.writer.commit()
     first.writer._appender.wait()  # its sealed audio is in the file
@@ -104,11 +115,17 @@ _KILLED = textwrap.dedent(
 )
 
 
-def test_a_killed_recorders_leftovers_wait_for_a_recorder_that_starts_alone(
+def test_a_killed_recorders_recordings_are_recovered_beside_a_running_one(
     tmp_path: Path,
 ) -> None:
     archive, key = tmp_path / "a", key_file(tmp_path)
     beside = ArchiveSession(archive, MASTER, "service", Config())
+    beside.writer.handle(RecordingStarted(1, "beside", "c", "d", T, 8000, 2))
+    beside.writer.handle(RecordingAudio(1, tone(2, 1000)))
+    beside.writer.commit()
+    beside.writer._appender.wait()
+    (open_one,) = (archive / "recordings").rglob("*.rec.partial")
+    size = open_one.stat().st_size
     killed = subprocess.Popen(
         [sys.executable, "-c", _KILLED, str(archive)],
         stdout=subprocess.PIPE,
@@ -122,23 +139,56 @@ def test_a_killed_recorders_leftovers_wait_for_a_recorder_that_starts_alone(
         killed.send_signal(signal.SIGKILL)
         killed.wait()
         killed.stdout.close()
-    (partial,) = (archive / "recordings").rglob("*.rec.partial")
+    (leftover,) = set((archive / "recordings").rglob("*.rec.partial")) - {open_one}
 
-    # While `beside` records, nobody can tell the leftover from an open recording.
-    ArchiveSession(archive, MASTER, "replay", Config()).close()
-    assert partial.exists()
+    # A replay starting beside `beside`: the killed recorder's lock went with it.
+    replay = ArchiveSession(archive, MASTER, "replay", Config())
+    assert replay.recovered == 1
+    replay.close()
+    assert not leftover.exists()
+    assert open_one.stat().st_size == size  # the running one's is left alone
+    beside.writer.handle(RecordingAudio(1, tone(1, 1000)))
+    beside.writer.handle(RecordingEnded(1, T + 3 * 10**9, "bye", ("PCMU",)))
     beside.close()
 
-    alone = ArchiveSession(archive, MASTER, "service", Config())
-    assert alone.recovered == 1
-    alone.close()
-    assert not partial.exists()
     verify(archive, key)
-    (row,) = recordings(archive)
-    assert (row["call_id"], row["state"], row["complete"]) == ("killed", "recovered", 0)
-    pcm = export_pcm(archive, key, str(row["id"]), tmp_path / "o.wav")
+    rows = {str(r["call_id"]): r for r in recordings(archive)}
+    assert {c: (r["state"], r["complete"]) for c, r in rows.items()} == {
+        "beside": ("closed", 1),
+        "killed": ("recovered", 0),
+    }
+    pcm = export_pcm(archive, key, str(rows["beside"]["id"]), tmp_path / "b.wav")
+    assert np.array_equal(pcm, np.frombuffer(tone(3, 1000), "<i2").reshape(-1, 2))
+    pcm = export_pcm(archive, key, str(rows["killed"]["id"]), tmp_path / "k.wav")
     written = np.frombuffer(tone(2, 3000), "<i2").reshape(-1, 2)
     # Every whole segment written before the kill; the unsealed rest of one (0.5 s) is
     # what a kill can take here, as writer.py says.
     assert len(pcm) == len(written) // SEGMENT_FRAMES * SEGMENT_FRAMES
     assert np.array_equal(pcm, written[: len(pcm)])
+
+
+def test_a_leftover_without_audio_waits_for_a_recorder_that_starts_alone(
+    tmp_path: Path,
+) -> None:
+    """Without a key a partial file may be one a running recorder is creating: only a
+    recorder that starts alone takes it (it holds no audio: keys are committed first)."""
+    archive = tmp_path / "a"
+    beside = ArchiveSession(archive, MASTER, "service", Config())
+    crashed = ArchiveSession(archive, MASTER, "crashed", Config())
+    crashed.writer.handle(RecordingStarted(1, "crashed", "a", "b", T, 8000, 2))
+    (partial,) = (archive / "recordings").rglob("*.rec.partial")
+    os.close(crashed.writer._open[1].fd)  # the process dies here: nothing committed
+    crashed.writer._group.close()
+    crashed.audit.close()
+    crashed.keys.close()
+    crashed.index.close()
+    crashed.hold.close()
+
+    ArchiveSession(archive, MASTER, "replay", Config()).close()
+    assert partial.exists()
+    beside.close()
+    assert ArchiveSession(archive, MASTER, "service", Config()).recovered == 0
+    assert not partial.exists()
+    events = [(e["actor"], e["event"]) for e in audit_events(archive)]
+    assert ("replay", "recovery.deferred") in events
+    assert ("service", "recording.discarded") in events

@@ -136,7 +136,8 @@ def _claim(partial: Path) -> int | None:
     try:
         if _try_flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB):
             with contextlib.suppress(FileNotFoundError):
-                if os.stat(partial, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                now, held = os.stat(partial, follow_symlinks=False), os.fstat(fd)
+                if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
                     return fd
     except BaseException:
         os.close(fd)

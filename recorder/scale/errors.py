@@ -23,3 +23,12 @@ class StoreRefused(ArchiveError):
         self.operation = operation
         self.status = status
         self.code = code
+
+
+class AlreadyStored(ArchiveError):
+    """A PUT made only if the key held nothing found an object there (HTTP 412): an earlier
+    attempt landed, perhaps while its answer was lost, or another file holds the key."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"{key} exists already")
+        self.key = key

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import shutil
 from collections.abc import Iterator, Mapping
@@ -27,7 +28,9 @@ from typing import Any, BinaryIO, Protocol
 
 from recorder.errors import ArchiveError
 from recorder.runtime.files import sha256_file
-from recorder.scale.errors import BackendUnavailable, StoreRefused
+from recorder.scale.errors import AlreadyStored, BackendUnavailable, StoreRefused
+
+log = logging.getLogger(__name__)
 
 NS_PER_S = 1_000_000_000
 
@@ -78,7 +81,11 @@ class RecordingStore(Protocol):
         *,
         retain_until_ns: int | None = None,
         metadata: Mapping[str, str] | None = None,
-    ) -> ObjectInfo: ...
+        if_absent: bool = False,
+    ) -> ObjectInfo:
+        """`if_absent`: only if the key holds nothing, else `AlreadyStored` (never a second
+        version of a recording when an answer was lost and the PUT is sent again)."""
+        ...
 
     def put_bytes(
         self,
@@ -122,8 +129,11 @@ class LocalStore:
         *,
         retain_until_ns: int | None = None,
         metadata: Mapping[str, str] | None = None,
+        if_absent: bool = False,
     ) -> ObjectInfo:
         target = self._path(key)
+        if if_absent and target.exists():
+            raise AlreadyStored(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".tmp")
         shutil.copyfile(path, tmp)
@@ -181,6 +191,7 @@ class S3Store:
     def __init__(self, client: Any, bucket: str) -> None:
         self.client = client
         self.bucket = bucket
+        self.conditional_puts = True  # If-None-Match: * (off once the store says 501)
 
     def _call(self, operation: str, **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -191,7 +202,9 @@ class S3Store:
             error = exc.response.get("Error", {})
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
             code = str(error.get("Code") or status)
-            if status >= 500 or status == 429 or code in ("SlowDown", "RequestTimeout"):
+            # (501 NotImplemented is an answer, not an outage: a header the store lacks)
+            transient = status >= 500 and status != 501
+            if transient or status == 429 or code in ("SlowDown", "RequestTimeout"):
                 raise BackendUnavailable("s3", f"{operation}: {status} {code}") from None
             raise StoreRefused(operation, status, code, str(error.get("Message") or "")) from None
         except BotoCoreError as exc:  # connection refused, time-outs, closed connections
@@ -213,10 +226,11 @@ class S3Store:
         *,
         retain_until_ns: int | None = None,
         metadata: Mapping[str, str] | None = None,
+        if_absent: bool = False,
     ) -> ObjectInfo:
         with path.open("rb") as body:
             size = os.fstat(body.fileno()).st_size
-            return self._put(key, body, size, sha256, retain_until_ns, metadata)
+            return self._put(key, body, size, sha256, retain_until_ns, metadata, if_absent)
 
     def put_bytes(
         self,
@@ -237,21 +251,42 @@ class S3Store:
         sha256: str,
         retain_until_ns: int | None,
         metadata: Mapping[str, str] | None,
+        if_absent: bool = False,
     ) -> ObjectInfo:
         extra: dict[str, Any] = {}
         if retain_until_ns is not None:
             extra["ObjectLockMode"] = "COMPLIANCE"
             extra["ObjectLockRetainUntilDate"] = retain_until(retain_until_ns)
-        reply = self._call(
-            "put_object",
-            Key=key,
-            Body=body,
-            ContentLength=size,
-            ChecksumSHA256=b64_sha256(sha256),
-            ContentType="application/octet-stream",
-            Metadata=dict(metadata or {}),
-            **extra,
-        )
+        if if_absent and self.conditional_puts:
+            # The client resends a PUT whose answer did not come (a time-out): without the
+            # condition each resend that lands is one more locked version of the recording.
+            extra["IfNoneMatch"] = "*"
+        try:
+            reply = self._call(
+                "put_object",
+                Key=key,
+                Body=body,
+                ContentLength=size,
+                ChecksumSHA256=b64_sha256(sha256),
+                ContentType="application/octet-stream",
+                Metadata=dict(metadata or {}),
+                **extra,
+            )
+        except StoreRefused as exc:
+            if "IfNoneMatch" not in extra:
+                raise
+            if exc.status == 412:
+                raise AlreadyStored(key) from None
+            if exc.status not in (400, 501):
+                raise
+            # Perhaps a store that knows no conditional PUT: sent again without it (a fault
+            # of the request itself is refused again, and raised from here).
+            if not isinstance(body, bytes):
+                body.seek(0)
+            info = self._put(key, body, size, sha256, retain_until_ns, metadata)
+            log.warning("S3 refused a conditional PUT (%s): PUTs go without it now", exc)
+            self.conditional_puts = False
+            return info
         version = str(reply.get("VersionId") or "")
         if not version or version == "null":
             raise StoreRefused("put_object", 200, "NoVersionId", "bucket versioning is off")

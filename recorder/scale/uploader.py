@@ -6,7 +6,9 @@ at start), oldest first:
   1. HEAD the object key: an object with the same SHA-256 is an upload a crash left
      unrecorded (adopted, never sent twice); one with another hash is refused.
   2. PUT the file with `x-amz-checksum-sha256` (the server rejects a body that does not
-     match), in COMPLIANCE mode until its expiry when its class locks.
+     match), in COMPLIANCE mode until its expiry when its class locks, and only if the key
+     holds nothing (`If-None-Match: *`): a resent PUT whose first copy landed meanwhile
+     (its answer lost to a time-out) is refused, and the object adopted as in step 1.
   3. Check it: HEAD the version just written (size, checksum, lock), or with
      `archive.s3.verify: read` read it back and hash it.
   4. Audit `recording.uploaded` (bucket, key, version id, SHA-256, size, retain-until)
@@ -38,7 +40,7 @@ from recorder.runtime.files import sha256_file
 from recorder.runtime.index import StoredObject
 from recorder.runtime.timefmt import rfc3339_ns
 from recorder.scale.auditship import AuditShipper
-from recorder.scale.errors import BackendUnavailable, StoreRefused
+from recorder.scale.errors import AlreadyStored, BackendUnavailable, StoreRefused
 from recorder.scale.locks import lock_until, rounded_up
 from recorder.scale.spool import Spool
 from recorder.scale.store import RecordingStore, recording_key
@@ -218,16 +220,24 @@ class Uploader:
             until = None  # expired already (an old capture replayed): nothing left to lock
         started = time.monotonic()
         existing = self.store.head(key)
+        if existing is None:
+            try:
+                info = self.store.put_file(key, path, sha256, retain_until_ns=until, if_absent=True)
+            except AlreadyStored:
+                # An earlier attempt landed after all (the store was still writing it when
+                # it was looked for): adopted below, never stored twice.
+                existing = self.store.head(key)
+                if existing is None:
+                    raise BackendUnavailable("s3", f"{key}: exists, yet not found") from None
+            else:
+                version, adopted = info.version_id, False
+                self._check(key, version, sha256, int(job["size"]), until)
         if existing is not None:
             stored = existing.sha256 or self._read_hash(key, existing.version_id)
             if stored != sha256 or existing.size != job["size"]:
                 raise StoreRefused("put_object", 409, "KeyExists", f"{key} holds another file")
             version, adopted = existing.version_id, True
             until = existing.retain_until_ns
-        else:
-            info = self.store.put_file(key, path, sha256, retain_until_ns=until)
-            version, adopted = info.version_id, False
-            self._check(key, version, sha256, int(job["size"]), until)
         self.stats.seconds += time.monotonic() - started
         obj = StoredObject(
             recording_id=rid,

@@ -4,6 +4,7 @@ is found on disk and queued)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from recorder.runtime.archive import Archive
 from recorder.runtime.index import Index
 from recorder.runtime.keyfile import generate_master_key
+from recorder.scale.errors import StoreRefused
 from recorder.scale.spool import SPOOL_REFUSAL, Spool
 from recorder.scale.store import S3Store, recording_key
 from tests.scale.helpers import (
@@ -110,3 +112,84 @@ def test_recording_closed_just_before_a_crash_is_found_and_locked(
     assert head["ObjectLockRetainUntilDate"].timestamp() == math.ceil(row.expires_ns / 1e9)
     assert obj.locked_until_ns == math.ceil(row.expires_ns / 1e9) * 10**9
     assert not list(Archive(root).recordings_dir.rglob("*.rec"))
+
+
+def test_a_put_the_store_was_still_writing_is_adopted_not_sent_twice(
+    seaweed: Seaweed, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An earlier PUT whose answer was lost (a time-out) lands while the job is retried:
+    the HEAD before the retry does not see it yet, and the PUT, sent only if the key holds
+    nothing, is refused; the object is adopted. (Seen under load: one recording stored as
+    three locked versions.)"""
+    (dead,) = free_ports(1)
+    offline = config_text(seaweed, bucket, drain_s=0)
+    offline = offline.replace(seaweed.endpoint, f"http://127.0.0.1:{dead}")
+    root, master = tmp_path / "archive", generate_master_key()
+    with recording(root, master, write_config(tmp_path / "off.yaml", offline)) as (session, loop):
+        feed_capture(session, loop, calls_capture(tmp_path / "c.pcap", 1, pairs(0, 1)))
+    ((_, job),) = Spool(root / "spool" / "uploads").items()
+    key = recording_key("", "sensor-a", job["recording_id"])
+    S3Store(seaweed.client(), bucket).put_file(key, root / job["relative"], job["sha256"])
+    real_head = S3Store.head
+    missed: list[str] = []
+
+    def head_not_yet(self: S3Store, key_: str, version_id: str | None = None) -> object:
+        if key_ == key and not missed:  # the store is still writing the first PUT
+            missed.append(key_)
+            return None
+        return real_head(self, key_, version_id)
+
+    monkeypatch.setattr(S3Store, "head", head_not_yet)
+    online = write_config(tmp_path / "on.yaml", config_text(seaweed, bucket))
+    with recording(root, master, online) as (session, _):
+        assert session.scale is not None and session.scale.uploader is not None
+        uploader = session.scale.uploader
+    assert missed == [key]
+    assert (uploader.stats.adopted, uploader.stats.uploaded) == (1, 0)
+    versions = seaweed.client().list_object_versions(Bucket=bucket, Prefix=key)["Versions"]
+    assert len(versions) == 1
+    with Index(root / "index.sqlite") as index:
+        assert index.object_of(job["recording_id"]).version_id == versions[0]["VersionId"]
+
+
+class _NoConditions:
+    """A client of a store that knows no conditional PUT: it answers `status` to one, and
+    to a plain one too if `plain_fails` (a fault of the request, not of the condition)."""
+
+    def __init__(self, status: int, plain_fails: bool = False) -> None:
+        self.status, self.plain_fails = status, plain_fails
+        self.puts: list[dict[str, object]] = []
+
+    def put_object(self, **kwargs: object) -> dict[str, str]:
+        from botocore.exceptions import ClientError
+
+        self.puts.append(kwargs)
+        if "IfNoneMatch" in kwargs or self.plain_fails:
+            error = {
+                "Error": {"Code": "NotImplemented" if self.status == 501 else "InvalidRequest"},
+                "ResponseMetadata": {"HTTPStatusCode": self.status},
+            }
+            raise ClientError(error, "PutObject")
+        return {"VersionId": f"v{len(self.puts)}"}
+
+
+@pytest.mark.parametrize("status", [400, 501])
+def test_a_store_without_conditional_puts_gets_plain_ones(tmp_path: Path, status: int) -> None:
+    client = _NoConditions(status)
+    store = S3Store(client, "b")
+    path = tmp_path / "f"
+    path.write_bytes(b"audio" * 100)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert store.put_file("k", path, digest, if_absent=True).version_id == "v2"
+    assert store.put_file("k2", path, digest, if_absent=True).version_id == "v3"
+    assert ["IfNoneMatch" in put for put in client.puts] == [True, False, False]
+
+
+def test_a_put_refused_for_itself_is_raised_and_conditions_stay(tmp_path: Path) -> None:
+    client = _NoConditions(400, plain_fails=True)
+    store = S3Store(client, "b")
+    path = tmp_path / "f"
+    path.write_bytes(b"audio")
+    with pytest.raises(StoreRefused, match="400 InvalidRequest"):
+        store.put_file("k", path, hashlib.sha256(b"audio").hexdigest(), if_absent=True)
+    assert store.conditional_puts

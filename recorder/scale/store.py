@@ -31,6 +31,9 @@ from recorder.runtime.files import sha256_file
 from recorder.scale.errors import AlreadyStored, BackendUnavailable, StoreRefused
 
 log = logging.getLogger(__name__)
+# Answers that mean "again later": throttling, and two conditional PUTs of one key at once
+# (409 ConditionalRequestConflict: the retry's HEAD then finds the one that won).
+_RETRY_CODES = frozenset({"SlowDown", "RequestTimeout", "ConditionalRequestConflict"})
 
 NS_PER_S = 1_000_000_000
 
@@ -204,7 +207,7 @@ class S3Store:
             code = str(error.get("Code") or status)
             # (501 NotImplemented is an answer, not an outage: a header the store lacks)
             transient = status >= 500 and status != 501
-            if transient or status == 429 or code in ("SlowDown", "RequestTimeout"):
+            if transient or status == 429 or code in _RETRY_CODES:
                 raise BackendUnavailable("s3", f"{operation}: {status} {code}") from None
             raise StoreRefused(operation, status, code, str(error.get("Message") or "")) from None
         except BotoCoreError as exc:  # connection refused, time-outs, closed connections

@@ -427,7 +427,8 @@ class ArchiveWriter:
                 try:
                     os.rename(rec.partial, final)  # renamed while its lock still holds
                 finally:
-                    os.close(rec.fd)
+                    with contextlib.suppress(OSError):  # synced above: nothing left to lose
+                        os.close(rec.fd)
                 folders.add(final.parent)
                 done.append((rec, event, retention_class))
             except OSError as exc:

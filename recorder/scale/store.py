@@ -194,7 +194,7 @@ class S3Store:
     def __init__(self, client: Any, bucket: str) -> None:
         self.client = client
         self.bucket = bucket
-        self.conditional_puts = True  # If-None-Match: * (off once the store says 501)
+        self.conditional_puts = True  # If-None-Match: * (off once the store refuses it)
 
     def _call(self, operation: str, **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -11,6 +11,8 @@ Progress is kept in `audit/shipped.json` (byte offset, seq, head), updated after
 is verified in the bucket, under a lock shared by every process of the archive. A crash
 between the upload and that update is found at the next shipment: the segment is already
 there (same first seq), holds a prefix of what is pending, and is adopted, not doubled.
+Segments are PUT only if their key holds nothing, so an upload whose answer was lost and
+that lands after the next shipment looked is adopted too.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 from recorder.errors import IntegrityError
 from recorder.runtime.archive import Archive
 from recorder.runtime.audit import GENESIS, line_hash, verify_audit
+from recorder.scale.errors import AlreadyStored, BackendUnavailable
 from recorder.scale.store import NS_PER_S, RecordingStore, audit_key
 
 MAX_SEGMENT_BYTES = 8 * 1024 * 1024
@@ -98,7 +101,15 @@ class AuditShipper:
             "chain-head": line_hash(lines[-1]),
         }
         until = time.time_ns() + self.retain_ns
-        info = self.store.put_bytes(key, data, retain_until_ns=until, metadata=meta)
+        try:
+            info = self.store.put_bytes(
+                key, data, retain_until_ns=until, metadata=meta, if_absent=True
+            )
+        except AlreadyStored:  # an earlier attempt landed after its answer was lost
+            existing = self.store.head(key)
+            if existing is None:
+                raise BackendUnavailable("s3", f"{key}: exists, yet not found") from None
+            return self._adopt(key, existing.version_id, data, offset)
         check = self.store.head(key, info.version_id)
         if check is None or (check.sha256 and check.sha256 != info.sha256):
             raise IntegrityError(f"audit segment {key} does not read back as written")

@@ -97,6 +97,7 @@ class RecordingStore(Protocol):
         *,
         retain_until_ns: int | None = None,
         metadata: Mapping[str, str] | None = None,
+        if_absent: bool = False,
     ) -> ObjectInfo: ...
 
     def head(self, key: str, version_id: str | None = None) -> ObjectInfo | None: ...
@@ -153,8 +154,11 @@ class LocalStore:
         *,
         retain_until_ns: int | None = None,
         metadata: Mapping[str, str] | None = None,
+        if_absent: bool = False,
     ) -> ObjectInfo:
         target = self._path(key)
+        if if_absent and target.exists():
+            raise AlreadyStored(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
         return ObjectInfo(key, "local", len(data), hashlib.sha256(data).hexdigest())
@@ -242,9 +246,10 @@ class S3Store:
         *,
         retain_until_ns: int | None = None,
         metadata: Mapping[str, str] | None = None,
+        if_absent: bool = False,
     ) -> ObjectInfo:
         digest = hashlib.sha256(data).hexdigest()
-        return self._put(key, data, len(data), digest, retain_until_ns, metadata)
+        return self._put(key, data, len(data), digest, retain_until_ns, metadata, if_absent)
 
     def _put(
         self,

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -133,9 +134,12 @@ def test_a_killed_recorders_recordings_are_recovered_beside_a_running_one(
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
     )
     assert killed.stdout is not None
+    watchdog = threading.Timer(60, killed.kill)  # a child that never writes fails, not hangs
+    watchdog.start()
     try:
         assert killed.stdout.readline() == "written\n"
     finally:
+        watchdog.cancel()
         killed.send_signal(signal.SIGKILL)
         killed.wait()
         killed.stdout.close()

@@ -17,7 +17,8 @@ Timing (live capture, `clock` given): a pause takes effect at the core's capture
 the loop applies it, which is never later than the request (packets still waiting in the
 capture ring are silenced too: more silence, never less). A resume takes effect at the
 wall-clock time the request arrived, or later: audio captured before the agent resumed
-but processed after (a capture backlog, the kernel's block timeout) stays silent.
+but processed after (a capture backlog, the kernel's block timeout) stays silent. (The
+arrival is stamped in the core's time, which a step of the system clock does not move.)
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class ControlRequest:
     call_id: str | None
     number: str | None
     reason: str
-    received_ns: int = 0  # wall clock when the request arrived (0: not stamped)
+    received_ns: int = 0  # core time when the request arrived (0: not stamped)
     reply: queue.Queue[dict[str, Any]] = field(default_factory=lambda: queue.Queue(maxsize=1))
 
 
@@ -81,8 +82,9 @@ class ControlServer:
     def __init__(
         self, socket_path: Path, token_path: Path, *, clock: Callable[[], int] | None = None
     ) -> None:
-        """`clock` (wall-clock ns, live capture only: capture times are wall-clock times)
-        stamps each request as it arrives; a resume never takes effect before it."""
+        """`clock` (live capture only: the wall clock in the core's capture time, which
+        differs from it only after a step of the system clock) stamps each request as it
+        arrives; a resume never takes effect before it."""
         self.socket_path = Path(socket_path)
         self._clock = clock
         self._token = read_token(token_path)

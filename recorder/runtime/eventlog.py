@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from recorder.core.clock import SteppedClock
 from recorder.core.events import (
     CallNotRecorded,
     Event,
@@ -18,12 +19,16 @@ log = logging.getLogger("recorder.service")
 
 
 class EventLog:
-    """Stands in for the writer in the loop: hands each event on, then logs the ones an
+    """Stands in for the writer in the loop: hands each event on (its times turned back
+    into the wall clock, should the clock have been stepped), then logs the ones an
     operator wants to see, one line each (numbers and Call-IDs only at DEBUG), and counts
     what the metrics show by kind (recordings by content, pause/resume/stop markers)."""
 
-    def __init__(self, writer: ArchiveWriter, counts: EventCounts) -> None:
+    def __init__(
+        self, writer: ArchiveWriter, counts: EventCounts, clock: SteppedClock | None = None
+    ) -> None:
         self._writer = writer
+        self._clock = clock or SteppedClock()
         self._starts: dict[int, int] = {}
         self.counts = counts
 
@@ -32,6 +37,7 @@ class EventLog:
         self._writer.commit()
 
     def handle(self, event: Event) -> None:
+        event = self._clock.event(event)  # times in the wall clock of their segment
         opened = self._writer.stats.opened
         self._writer.handle(event)
         if isinstance(event, RecordingMarker):

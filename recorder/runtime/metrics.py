@@ -82,6 +82,7 @@ class Sources:
     events: EventCounts = field(default_factory=EventCounts)
     retention: RetentionStats | None = None
     control_requests: int = 0
+    clock_steps: int = 0
     recovered: int = 0
     reloads: int = 0
     libpcap: str = ""
@@ -141,6 +142,11 @@ class RecorderCollector(Collector):
         yield _counter("recorder_capture_packets", "Frames captured and processed.", frames)
         errors = s.loop.internal_errors if s.loop is not None else 0
         yield _counter("recorder_internal_errors", "Frames skipped by an internal error.", errors)
+        yield _counter(
+            "recorder_clock_steps",
+            "Steps of the system clock taken out of the capture times (calls went on).",
+            s.clock_steps,
+        )
         if s.capture is None:
             return
         k = s.capture.kernel

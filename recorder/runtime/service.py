@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any, cast
@@ -31,10 +31,13 @@ from recorder import __version__
 from recorder.compliance.control import ControlServer
 from recorder.compliance.factory import build_core, policy_summary
 from recorder.config import CaptureSettings, Config
+from recorder.core.clock import SteppedClock
+from recorder.core.model import FrameBlock
 from recorder.core.pipeline import RecorderCore
 from recorder.errors import RecorderError
 from recorder.runtime import libpcap, logsetup
 from recorder.runtime.audit import Value
+from recorder.runtime.clockwatch import ClockWatch
 from recorder.runtime.diskguard import guard_for
 from recorder.runtime.eventlog import EventLog
 from recorder.runtime.fdlimit import raise_open_files_limit
@@ -48,11 +51,15 @@ from recorder.runtime.sdnotify import Notifier
 from recorder.runtime.servicecfg import capture_filter_caveat, load_service_config, plan_reload
 from recorder.runtime.session import ArchiveSession
 from recorder.runtime.spares import TARGET as SPARE_FILES
+from recorder.runtime.timefmt import rfc3339_ns
 from recorder.runtime.writer import ArchiveWriter
 
 log = logging.getLogger("recorder.service")
 
 TICK_S = 0.1
+# A step of the wall clock is taken on a tick only this long after it was noticed: frames
+# stamped before it may wait in the kernel's unfinished block (timeout_ms <= 1 s).
+STEP_SETTLE_S = 2.0
 
 
 class Service:
@@ -69,6 +76,7 @@ class Service:
         overrides: dict[str, Any] | None = None,
         capture_factory: Callable[[CaptureSettings], Capture] = open_capture,
         notifier: Notifier | None = None,
+        clock_watch: Callable[[], ClockWatch] = ClockWatch,
     ) -> None:
         self.config = config
         self.keys = keys
@@ -78,6 +86,10 @@ class Service:
         self.overrides = overrides or {}
         self.capture_factory = capture_factory
         self.notifier = notifier or Notifier.from_environment()
+        self._new_clock_watch = clock_watch
+        self._clock_watch: ClockWatch | None = None
+        self.clock = SteppedClock()  # the core's clock, continuous across wall-clock steps
+        self._step_noticed = 0.0  # monotonic time at which a pending step was noticed
         self.sources = Sources()
         self.metrics: MetricsServer | None = None
         self._stop_reason = ""
@@ -136,7 +148,8 @@ class Service:
         capture = self._capture = self.capture_factory(cfg.capture)
         src.capture = capture.state
         self.session = session
-        self._events = EventLog(session.writer, src.events)
+        self._events = EventLog(session.writer, src.events, self.clock)
+        self._clock_watch = self._new_clock_watch()
         try:
             self._start_metrics(cfg)
             self._start_control(cfg)
@@ -171,7 +184,7 @@ class Service:
             try:
                 # EventLog has the one method feed_blocks() uses from ArchiveWriter: handle().
                 feed_blocks(
-                    capture.blocks(self._tick, TICK_S),
+                    self._core_blocks(capture.blocks(self._tick, TICK_S)),
                     core,
                     cast(ArchiveWriter, self._events),
                     loop,
@@ -192,9 +205,11 @@ class Service:
             # core's timers run when due, as packets would run them: under steady load the
             # ring empties many times a second, and a sweep each time placed a few packets
             # per call at numpy's per-call cost (1.35x the CPU a packet at 1,500 calls).
-            now = time.time_ns() - self.config.capture.timeout_ms * 1_000_000
-            if now >= self.core.get_timer():
+            now = self._core_time(time.time_ns() - self.config.capture.timeout_ms * 1_000_000)
+            if now is not None and now >= self.core.get_timer():
                 self.core.handle_timer(now)
+        if self.clock.applied:
+            self._report_clock_steps()
         if self.control is not None:
             # Pause/resume requests wait at most one tick: applied at the core's capture
             # time, between two frames (the only thread that touches the core).
@@ -220,7 +235,9 @@ class Service:
         self.notifier.notify("STOPPING=1", "STATUS=closing open calls")
         self._stop_helpers(core)
         open_before = session.writer.open_count
-        core.close(time.time_ns(), reason="shutdown")
+        core.close(self._core_time(time.time_ns(), settle=True), reason="shutdown")
+        if self.clock.applied:
+            self._report_clock_steps()
         drain(core, cast(ArchiveWriter, self._events))
         kernel = capture.state.kernel
         reason = "capture failed" if failure is not None else self._stop_reason or "stopped"
@@ -241,14 +258,56 @@ class Service:
         )
         return 1 if failure is not None else 0
 
+    # -- the clock: live frames carry wall-clock times, which can be stepped -------------
+
+    def _watch_clock(self) -> None:
+        assert self._clock_watch is not None
+        if (delta := self._clock_watch.step()) is not None:
+            log.warning("the system clock was stepped by %+.3f s", delta / 1e9)
+            self.clock.stepped(delta)
+            self._step_noticed = time.monotonic()
+
+    def _core_blocks(self, blocks: Iterable[FrameBlock]) -> Iterator[FrameBlock]:
+        """The capture's blocks in core time: a step of the wall clock noticed before a
+        block is read off the ring is taken out of it from the first frame that shows it."""
+        for block in blocks:
+            self._watch_clock()
+            yield self.clock.block(block, self.core.now_ns)
+
+    def _core_time(self, wall_ns: int, *, settle: bool = False) -> int | None:
+        """A wall-clock time as core time; None while a step noticed less than
+        STEP_SETTLE_S ago waits for a frame to show where it falls."""
+        self._watch_clock()
+        if (
+            not settle
+            and self.clock.pending_ns is not None
+            and time.monotonic() - self._step_noticed < STEP_SETTLE_S
+        ):
+            return None
+        return self.clock.time(wall_ns, self.core.now_ns)
+
+    def _report_clock_steps(self) -> None:
+        for step in self.clock.applied:
+            self.sources.clock_steps += 1
+            log.warning("clock step of %+.3f s taken out of capture times", step.delta_ns / 1e9)
+            self.session.audit.append(
+                "capture.clock_stepped",
+                delta_ms=step.delta_ns // 1_000_000,
+                at=rfc3339_ns(self.clock.wall(step.at_ns)),
+            )
+        self.clock.applied.clear()
+
     # -- control socket and retention ---------------------------------------------------
 
     def _start_control(self, cfg: Config) -> None:
         settings = cfg.pci.control
         if not settings.enabled:
             return
+        # Requests are stamped in core time: a resume takes effect at its arrival.
         control = ControlServer(
-            Path(settings.socket), Path(settings.token_file), clock=time.time_ns
+            Path(settings.socket),
+            Path(settings.token_file),
+            clock=lambda: self.clock.core_time(time.time_ns()),
         )
         try:
             with signals_blocked():

@@ -12,13 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import generate_latest
 
 from recorder.core.model import LINKTYPE_ETHERNET, FrameBlock
+from recorder.core.pipeline import RecorderCore
 from recorder.runtime import logsetup
 from recorder.runtime.clockwatch import ClockWatch
 from recorder.runtime.keyfile import generate_master_key, write_key_file
 from recorder.runtime.live import CaptureState
-from recorder.runtime.service import Service
+from recorder.runtime.metrics import make_registry
+from recorder.runtime.service import STEP_SETTLE_S, Service
 from recorder.runtime.servicecfg import load_keys, load_service_config
 from tests.core.test_clock_steps import BLOCK, CALL, HOUR, SWITCH, block_of, run, stepped_at
 from tests.service.harness import free_port
@@ -99,7 +102,8 @@ def test_the_service_records_a_call_whole_across_a_clock_step(
     pcm = export_pcm(archive, key, str(row["id"]), tmp_path / "call.wav")
     expected = np.frombuffer(run(CALL).pcm[1], "<i2").reshape(-1, 2)
     assert np.array_equal(pcm, expected)  # 20 s, every sample where it was
-    assert service.sources.clock_steps == 1
+    metrics = generate_latest(make_registry(service.sources)).decode().splitlines()
+    assert "recorder_clock_steps_total 1.0" in metrics
     trail = (archive / "audit" / "audit.jsonl").read_text().splitlines()
     audit = [json.loads(line) for line in trail]
     [step] = [a for a in audit if a["event"] == "capture.clock_stepped"]
@@ -121,3 +125,28 @@ def test_the_watch_tells_a_step_from_slewing() -> None:
     wall[0] += 1500 * ms
     assert watch.step() == 1500 * ms
     assert ClockWatch().step() is None  # this machine's own clocks
+
+
+def test_on_a_quiet_link_a_tick_takes_the_step_once_the_ring_has_emptied(
+    tmp_path: Path,
+) -> None:
+    """No frame may show a step on a quiet link: an idle tick takes it, but only
+    STEP_SETTLE_S after it was noticed (frames stamped before it may still wait in the
+    kernel's unfinished block); until then the timers wait, rather than run an hour
+    early or late."""
+    key = tmp_path / "master.key"
+    write_key_file(key, generate_master_key())
+    config = load_service_config(None, {"key": key})
+    watch = SteppingWatch()
+    service = Service(config, load_keys(config), "test", clock_watch=lambda: watch)
+    service._clock_watch = watch
+    service.core = core = RecorderCore()
+    t0 = 1_800_000_000 * 10**9
+    core.handle_timer(t0)
+    assert service._core_time(t0 + 10**8) == t0 + 10**8
+    watch.next_step = -HOUR
+    assert service._core_time(t0 + 2 * 10**8 - HOUR) is None  # noticed: wait
+    assert service._core_time(t0 + 3 * 10**8 - HOUR) is None
+    service._step_noticed -= STEP_SETTLE_S  # the ring has emptied since
+    assert service._core_time(t0 + 4 * 10**8 - HOUR) == t0 + 4 * 10**8
+    assert [step.delta_ns for step in service.clock.applied] == [-HOUR]

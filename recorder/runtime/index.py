@@ -273,6 +273,10 @@ class Index:
         """Several writes in one transaction: one sync for all (the writer's group commit)."""
         return transaction(self._db)
 
+    def wait_for_locks(self, seconds: float) -> None:
+        """How long a write waits for another connection's lock before it fails."""
+        self._db.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+
     def add_recording(self, row: RecordingRow) -> None:
         """Insert a new recording; a second row with the same id raises ArchiveError."""
         values = {name: getattr(row, name) for name in _REC_COLUMNS}  # asdict deep-copies

@@ -258,6 +258,18 @@ class RecorderCollector(Collector):
             "(a call storm larger than the spares, a full disk).",
             created,
         )
+        catalog = w.catalog_stats
+        yield _gauge(
+            "recorder_index_writes_waiting",
+            "Index writes waiting for the index (another process holds its lock, or the disk "
+            "is full); recording goes on meanwhile (runtime/catalog.py).",
+            catalog.waiting,
+        )
+        yield _counter(
+            "recorder_index_write_deferrals",
+            "Tries to write the index that found it locked or the disk full.",
+            catalog.deferred,
+        )
 
     def _compliance(self, s: Sources) -> Iterator[Metric]:
         markers = CounterMetricFamily(

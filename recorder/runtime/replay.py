@@ -80,6 +80,7 @@ def replay(
                 summary.truncated_files.append(str(path))
         core.close()
         drain(core, session.writer)
+        session.writer.settle()
         _fill(summary, core, session.writer, loop)
         session.audit.append(
             "replay.finished",

@@ -239,6 +239,7 @@ class Service:
         if self.clock.applied:
             self._report_clock_steps()
         drain(core, cast(ArchiveWriter, self._events))
+        session.writer.settle()
         kernel = capture.state.kernel
         reason = "capture failed" if failure is not None else self._stop_reason or "stopped"
         session.audit.append(

@@ -5,6 +5,7 @@ both record through one of these."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,8 +13,10 @@ from typing import TYPE_CHECKING
 from recorder.compliance.factory import build_expiry
 from recorder.config import Config
 from recorder.container.masterkey import MasterKey
+from recorder.errors import ArchiveError
 from recorder.runtime.archive import Archive
 from recorder.runtime.audit import AuditTrail
+from recorder.runtime.catalog import apply_backlogs
 from recorder.runtime.diskguard import build_admission
 from recorder.runtime.index import Index
 from recorder.runtime.keystore import KeyStore
@@ -60,6 +63,7 @@ class ArchiveSession:
             self.index = Index(self.archive.index_path)
             self.keys = KeyStore(self.archive.keystore_path)
         self.hold = RecordingsHold(self.archive.recordings_dir)
+        self._apply_backlogs()  # before recovery: the rows of the recordings it recovers
         masters = {master.kid: master, **(recovery_keys or {})}
         recovery = recover_partials(self.archive, masters, self, alone=self.hold.alone)
         self.recovered = recovery.recovered
@@ -83,6 +87,19 @@ class ArchiveSession:
         )
         if self.scale is not None:
             self.scale.start()
+
+    def _apply_backlogs(self) -> None:
+        """The index writes a killed session left waiting for a locked index
+        (`catalog.py`)."""
+        try:
+            made = apply_backlogs(self.archive.root, self.index)
+        except sqlite3.OperationalError as exc:
+            raise ArchiveError(
+                f"index {self.archive.index_path}: {exc}: the index writes a crash left "
+                "waiting cannot be made yet (another process holds its lock?)"
+            ) from None
+        if made:
+            self.audit.append("index.backlog_applied", writes=made)
 
     def _note_left(self, left: int) -> None:
         """Another recorder writes to this archive: the partial files it has open, or that

@@ -16,4 +16,9 @@ def transaction(db: sqlite3.Connection) -> Iterator[None]:
     except BaseException:
         db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")
+    try:
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:  # a failed COMMIT leaves it open, and the next BEGIN fails
+            db.execute("ROLLBACK")
+        raise

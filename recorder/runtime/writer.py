@@ -4,8 +4,10 @@ Crash safety (format-v1.md, "Recovery"): the wrapped file key is committed (dura
 key store before the recording's first byte is written; the header and sealed segments are
 appended as they fill, and made durable together, for every open recording at once, by one
 group sync (`syncfs`, in a background thread) started every `fsync_interval_s`; at the end
-the final segment is written, the file fsynced and renamed from `.rec.partial` to `.rec`,
-and the audit record of its hash synced. What a crash can lose is therefore bounded by:
+the final segment is written, the file fsynced, its index row written (`catalog.py`: while
+another process holds the index's lock the file waits, still `.partial`), the file renamed
+from `.rec.partial` to `.rec`, and the audit record of its hash synced. What a crash can
+lose is therefore bounded by:
   - SIGKILL (the OS survives): the core's jitter window and flush cadence (at most 2 s) plus
     the unsealed segment tail (< 16 KiB: 0.5 s of 8 kHz stereo), plus the sealed segments
     the append thread has not written yet (`appender.py`: normally what the last turn of
@@ -25,6 +27,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from recorder.container.format import RecordingHeader
@@ -39,9 +42,11 @@ from recorder.core.events import (
     RecordingMarker,
     RecordingStarted,
 )
+from recorder.runtime import catalog
 from recorder.runtime.appender import Appender
 from recorder.runtime.archive import PARTIAL_SUFFIX, Archive, new_recording_id
 from recorder.runtime.audit import AuditTrail, Value
+from recorder.runtime.catalog import Backlog, Catalog, CatalogStats
 from recorder.runtime.durability import GroupSync
 from recorder.runtime.fdlimit import recording_slots
 from recorder.runtime.files import fsync_dir
@@ -149,6 +154,8 @@ class ArchiveWriter:
         self._archive = archive
         self._master = master
         self._index = index
+        # Index writes wait while another process holds its lock; nothing else does.
+        self._catalog = Catalog(index, Backlog(archive.root))
         self._keys = keys
         self._audit = audit
         self._fsync_interval = fsync_interval_s
@@ -164,6 +171,7 @@ class ArchiveWriter:
         self._pending_audit: list[dict[str, Value]] = []
         self._pending_closes: list[tuple[OpenRecording, RecordingEnded, str]] = []
         self._failed_ended: list[OpenRecording] = []  # their files close after the appends
+        self._uncatalogued = 0  # ended, their files open until their index rows are written
         self._appender: Appender[OpenRecording] = Appender()
         self._group = GroupSync(archive.recordings_dir)
         self._spares = SparePool(archive.root / "spare", target=spare_files)
@@ -174,6 +182,10 @@ class ArchiveWriter:
     @property
     def open_count(self) -> int:
         return len(self._open)
+
+    @property
+    def catalog_stats(self) -> CatalogStats:
+        return self._catalog.stats
 
     @property
     def spare_counts(self) -> tuple[int, int]:
@@ -245,7 +257,7 @@ class ArchiveWriter:
         self._index_call(CallNotRecorded(event.call_id, *who, at, at, outcome, reason))
 
     def _index_call(self, event: CallNotRecorded) -> None:
-        self._index.add_call(
+        add = catalog.add_call(
             call_id=event.call_id,
             caller=event.caller,
             callee=event.callee,
@@ -255,11 +267,13 @@ class ArchiveWriter:
             reason=event.reason,
             sensor_id=self._sensor_id,
         )
+        self._catalog.add(add)
 
     def _files_refusal(self) -> str | None:
         """Refuse a new recording rather than run out of files: the index, key store and
         audit trail need theirs (`fdlimit.RESERVED`)."""
         held = len(self._open) + len(self._pending_closes) + len(self._failed_ended)
+        held += self._uncatalogued
         if held < self._file_slots:
             self._files_short = False
             return None
@@ -362,20 +376,21 @@ class ArchiveWriter:
             self._commit_opened()
         if self._pending_closes or self._failed_ended:
             self._close_pending()
+        self._catalog.write()
         self._appender.submit()
         self.stats.bytes_written = self._appender.bytes_written
 
     def _commit_opened(self) -> None:
-        """The wrapped keys and index rows of the recordings opened since the last commit,
-        in one transaction each (one sync), then their audit records."""
+        """The wrapped keys of the recordings opened since the last commit in one
+        transaction (one sync), then their audit records; their index rows go with the
+        commit's other index writes (`catalog.py`)."""
         keys, rows, opened = self._pending_keys, self._pending_rows, self._pending_audit
         self._pending_keys, self._pending_rows, self._pending_audit = [], [], []
         with _batch(self._keys):
             for recording_id, kid, wrapped in keys:
                 self._keys.put(recording_id, kid, wrapped)
-        with _batch(self._index):
-            for row in rows:
-                self._index.add_recording(row)
+        for row in rows:
+            self._catalog.add(catalog.add_recording(row))
         for n, fields in enumerate(opened):
             # One sync for the lot: the last record of the batch is synced.
             last = n == len(opened) - 1
@@ -408,9 +423,10 @@ class ArchiveWriter:
         self._pending_closes.append((rec, event, retention_class))
 
     def _close_pending(self) -> None:
-        """Make the recordings that ended durable and final: one group sync for their data,
-        renames, one sync per folder, their index rows in one transaction, then the audit
-        records of their hashes (the last one synced)."""
+        """Make the recordings that ended durable: one group sync for their data, then
+        their index rows with the commit's other index writes (`catalog.py`); once those
+        are written, `_finish` makes them final. Until then each stays `.partial`, locked:
+        a crash before its row is written leaves it whole to crash recovery."""
         self._appender.wait()  # every byte of the closing recordings is in its file
         self._report_write_errors()
         closing = [item for item in self._pending_closes if not item[0].failed]
@@ -419,6 +435,28 @@ class ArchiveWriter:
         for rec in failed:  # left `.partial` for recovery; no write can reach them now
             os.close(rec.fd)
         self._group.sync(rec.fd for rec, _, _ in closing)
+        for rec, event, retention_class in closing:
+            self._catalog.add(
+                catalog.update_recording(
+                    rec.recording_id,
+                    end_ns=event.end_ns,
+                    codecs=list(event.codecs),
+                    complete=True,
+                    state="closed",
+                    sha256=rec.sha256.hexdigest(),
+                    size=rec.size,
+                    reason=event.reason,
+                    expires_ns=self._expiry(retention_class, event.end_ns),
+                )
+            )
+        if closing:
+            self._uncatalogued += len(closing)
+            self._catalog.then(partial(self._finish, closing))
+
+    def _finish(self, closing: list[tuple[OpenRecording, RecordingEnded, str]]) -> None:
+        """Recordings whose rows are written: renamed (one sync per folder), then the
+        audit records of their hashes (the last one synced) and the upload."""
+        self._uncatalogued -= len(closing)
         done: list[tuple[OpenRecording, RecordingEnded, str]] = []
         folders: set[Path] = set()
         for rec, event, retention_class in closing:
@@ -432,22 +470,9 @@ class ArchiveWriter:
                 folders.add(final.parent)
                 done.append((rec, event, retention_class))
             except OSError as exc:
-                self._fail(rec, exc)
+                self._fail(rec, exc)  # left `.partial`: recovery finishes it at the next start
         for folder in folders:
             fsync_dir(folder)
-        with _batch(self._index):
-            for rec, event, retention_class in done:
-                self._index.update_recording(
-                    rec.recording_id,
-                    end_ns=event.end_ns,
-                    codecs=list(event.codecs),
-                    complete=True,
-                    state="closed",
-                    sha256=rec.sha256.hexdigest(),
-                    size=rec.size,
-                    reason=event.reason,
-                    expires_ns=self._expiry(retention_class, event.end_ns),
-                )
         for n, (rec, event, retention_class) in enumerate(done):
             self._closed(rec, event, retention_class, sync=n == len(done) - 1)
 
@@ -489,9 +514,15 @@ class ArchiveWriter:
             "call.not_recorded", sync=False, outcome="ok", result=event.outcome, reason=event.reason
         )
 
+    def settle(self) -> None:
+        """Commit, waiting for the index if it is locked (the end of a session: the counts
+        and the audit records of closed recordings follow the index writes)."""
+        self.commit()
+        self._catalog.write(closing=True)
+
     def close(self) -> None:
         """Release the writer (recordings still open stay `.partial` for recovery)."""
-        self.commit()
+        self.settle()
         self._appender.close()
         self._report_write_errors()
         self.stats.bytes_written = self._appender.bytes_written

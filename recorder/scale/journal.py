@@ -56,6 +56,9 @@ class JournalIndex(Index):
         """Each journal job is durable on its own; the worker applies them in order."""
         yield
 
+    def wait_for_locks(self, seconds: float) -> None:
+        """The journal takes no lock."""
+
     def get(self, recording_id: str) -> RecordingRow | None:
         return None
 

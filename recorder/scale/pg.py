@@ -193,6 +193,9 @@ class PgIndex(Index):
         with self._pg.transaction():
             yield
 
+    def wait_for_locks(self, seconds: float) -> None:
+        """PostgreSQL locks rows, not the database: nothing to set."""
+
     def schema_version(self) -> int:
         row = self._pg.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
         return int(row[0]) if row is not None else 0

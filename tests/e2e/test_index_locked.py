@@ -1,0 +1,302 @@
+"""Another process holding the index's write lock (an operator's sqlite3 shell, a backup
+script) no longer stops the recorder: its index writes wait, recording goes on, and once
+the lock is released the catalog, the audit trail and the files agree again.
+
+Before (`runtime/catalog.py`), the writer's commit waited the busy timeout, 10 s with the
+capture loop standing still, then ended the process with "database is locked": a replay of
+1,000 calls with the lock held 15 s from its second second left no recording indexed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import generate_latest
+
+from recorder.config import Config
+from recorder.core.events import (
+    CallNotRecorded,
+    RecordingAudio,
+    RecordingEnded,
+    RecordingStarted,
+)
+from recorder.runtime import catalog
+from recorder.runtime.catalog import Backlog, Catalog, IndexWrite, apply_backlogs
+from recorder.runtime.index import Index
+from recorder.runtime.metrics import Sources, make_registry
+from recorder.runtime.session import ArchiveSession
+from tests.e2e.test_two_recorders import MASTER, T, audit_events, key_file, tone
+from tests.service.recordings import export_pcm, recordings, verify
+
+
+@pytest.fixture(autouse=True)
+def no_retry_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(catalog, "RETRY_S", 0.0)  # every commit tries again
+
+
+class LockedIndex:
+    """Another connection holding the index's write lock, as `sqlite3` would."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def release(self) -> None:
+        self.db.execute("ROLLBACK")
+        self.db.close()
+
+
+def events_of(archive: Path) -> list[str]:
+    return [str(e["event"]) for e in audit_events(archive)]
+
+
+def test_a_locked_index_delays_the_catalog_never_the_recordings(tmp_path: Path) -> None:
+    archive, key = tmp_path / "a", key_file(tmp_path)
+    session = ArchiveSession(archive, MASTER, "service", Config())
+    writer = session.writer
+    lock = LockedIndex(archive / "index.sqlite")
+
+    writer.handle(RecordingStarted(1, "c1", "a", "b", T, 8000, 2))
+    writer.handle(RecordingAudio(1, tone(2, 1000)))
+    writer.commit()  # waited 10 s, then raised "database is locked"
+    writer.handle(RecordingStarted(2, "c2", "c", "d", T, 8000, 2))
+    writer.handle(RecordingAudio(2, tone(1, 2000)))
+    writer.handle(RecordingAudio(1, tone(1, 1000)))
+    writer.handle(RecordingEnded(1, T + 3 * 10**9, "bye", ("PCMU",)))
+    writer.handle(CallNotRecorded("c3", "e", "f", T, T, "not_answered", "486"))
+    writer.commit()
+
+    assert writer.stats.opened == 2
+    assert writer.stats.closed == 0  # its hash is audited once its row is written
+    assert writer.catalog_stats.waiting == 4 and writer.catalog_stats.deferred >= 2
+    metrics = generate_latest(make_registry(Sources(writer=writer))).decode().splitlines()
+    assert "recorder_index_writes_waiting 4.0" in metrics  # what an operator sees
+    # Its file stays `.partial`, locked, until its row is written: recovery's, if a crash
+    # comes first.
+    assert len(list((archive / "recordings").rglob("*.rec.partial"))) == 2
+    assert not list((archive / "recordings").rglob("*.rec"))
+    assert events_of(archive).count("recording.opened") == 2  # the evidence did not wait
+    assert "recording.closed" not in events_of(archive)
+
+    lock.release()
+    writer.handle(RecordingAudio(2, tone(1, 2000)))
+    writer.handle(RecordingEnded(2, T + 2 * 10**9, "bye", ("PCMU",)))
+    writer.commit()
+    assert writer.catalog_stats.waiting == 0 and writer.stats.closed == 2
+    session.close()
+
+    assert events_of(archive).count("recording.closed") == 2
+    verify(archive, key)
+    rows = {str(r["call_id"]): r for r in recordings(archive)}
+    assert {c: r["state"] for c, r in rows.items()} == {"c1": "closed", "c2": "closed"}
+    for call_id, expected in (("c1", tone(3, 1000)), ("c2", tone(2, 2000))):
+        pcm = export_pcm(archive, key, str(rows[call_id]["id"]), tmp_path / "o.wav")
+        assert np.array_equal(pcm, np.frombuffer(expected, "<i2").reshape(-1, 2))
+    with sqlite3.connect(archive / "index.sqlite") as db:
+        assert db.execute("SELECT outcome FROM calls WHERE call_id = 'c3'").fetchall() == [
+            ("not_answered",)
+        ]
+
+
+def test_the_end_of_a_session_waits_for_the_lock(tmp_path: Path) -> None:
+    archive, key = tmp_path / "a", key_file(tmp_path)
+    session = ArchiveSession(archive, MASTER, "replay", Config())
+    lock = LockedIndex(archive / "index.sqlite")
+    session.writer.handle(RecordingStarted(1, "c1", "a", "b", T, 8000, 2))
+    session.writer.handle(RecordingAudio(1, tone(1, 1000)))
+    session.writer.handle(RecordingEnded(1, T + 10**9, "bye", ("PCMU",)))
+    session.writer.commit()
+    assert session.writer.stats.closed == 0
+    threading.Timer(0.5, lock.release).start()
+    session.writer.settle()  # what replay and the service do before their summary
+    assert session.writer.stats.closed == 1
+    session.close()
+    verify(archive, key)
+    [row] = recordings(archive)
+    assert row["state"] == "closed"
+
+
+_KILLED = textwrap.dedent(
+    """
+    import sqlite3, sys, time
+    from pathlib import Path
+    import numpy as np
+    from recorder.config import Config
+    from recorder.container.masterkey import MasterKey
+    from recorder.core.events import RecordingAudio, RecordingEnded, RecordingStarted
+    from recorder.runtime import catalog
+    from recorder.runtime.session import ArchiveSession
+
+    catalog.RETRY_S = 0.0
+    archive = Path(sys.argv[1])
+    session = ArchiveSession(archive, MasterKey.from_secret(bytes(range(32))), "killed", Config())
+    other = sqlite3.connect(archive / "index.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process's lock, as far as the writer knows
+    pcm = np.full((3 * 8000, 2), (3000, -3000), dtype="<i2").tobytes()
+    t = 1_700_000_000 * 10**9
+    session.writer.handle(RecordingStarted(1, "killed", "a", "b", t, 8000, 2))
+    session.writer.handle(RecordingAudio(1, pcm))
+    session.writer.handle(RecordingEnded(1, t + 3 * 10**9, "bye", ("PCMU",)))
+    session.writer.commit()  # synced; its row waits for the lock
+    assert session.writer._catalog.stats.waiting == 2
+    print("written", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_a_crash_while_the_index_is_locked_loses_no_recording(tmp_path: Path) -> None:
+    """Killed with a whole recording waiting for its row: the next start recovers all of
+    it, its final segment included (so "complete"), and indexes and audits it."""
+    archive, key = tmp_path / "a", key_file(tmp_path)
+    ArchiveSession(archive, MASTER, "setup", Config()).close()
+    killed = subprocess.Popen(
+        [sys.executable, "-c", _KILLED, str(archive)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+    assert killed.stdout is not None
+    watchdog = threading.Timer(60, killed.kill)  # a child that never writes fails, not hangs
+    watchdog.start()
+    try:
+        assert killed.stdout.readline() == "written\n"
+    finally:
+        watchdog.cancel()
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        killed.stdout.close()
+    assert len(list((archive / "recordings").rglob("*.rec.partial"))) == 1
+
+    again = ArchiveSession(archive, MASTER, "service", Config())
+    assert again.recovered == 1
+    again.close()
+    verify(archive, key)
+    [row] = recordings(archive)
+    assert (row["call_id"], row["state"], row["complete"]) == ("killed", "recovered", 1)
+    pcm = export_pcm(archive, key, str(row["id"]), tmp_path / "k.wav")
+    assert np.array_equal(pcm, np.frombuffer(tone(3, 3000), "<i2").reshape(-1, 2))
+    assert "recording.recovered" in events_of(archive)
+    assert "index.backlog_applied" in events_of(archive)  # its row, with its call
+    assert not list(archive.glob("*index-backlog-*"))
+
+
+def test_a_running_sessions_backlog_is_its_own(tmp_path: Path) -> None:
+    archive = tmp_path / "a"
+    ArchiveSession(archive, MASTER, "setup", Config()).close()
+    mine = Backlog(archive)
+    mine.append([call(1)])
+    with Index(archive / "index.sqlite") as index:
+        assert apply_backlogs(archive, index) == 0  # locked: a running session's
+    assert len(backlog_lines(archive)) == 1
+    mine.clear()
+    assert backlog_lines(archive) == []
+
+
+class FakeIndex:
+    path = Path("fake")
+
+    def __init__(self, failures: Iterator[BaseException | None]) -> None:
+        self.failures = failures
+        self.written: list[object] = []
+        self.waits: list[float] = []
+
+    def wait_for_locks(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+    def batch(self) -> _Batch:
+        return _Batch(self, next(self.failures))
+
+    def add_call(self, **fields: object) -> None:
+        self.written.append(fields["call_id"])
+
+
+class _Batch:
+    def __init__(self, index: FakeIndex, failure: BaseException | None) -> None:
+        self.index, self.failure, self.mark = index, failure, len(index.written)
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None and self.failure is not None:
+            del self.index.written[self.mark :]  # rolled back
+            raise self.failure
+
+
+def sqlite_error(code: int, message: str) -> sqlite3.OperationalError:
+    exc = sqlite3.OperationalError(message)
+    exc.sqlite_errorcode = code  # type: ignore[attr-defined]
+    return exc
+
+
+def call(n: int) -> IndexWrite:
+    return catalog.add_call(call_id=n)
+
+
+def backlog_lines(folder: Path) -> list[str]:
+    return [
+        line for path in folder.glob("index-backlog-*") for line in path.read_text().splitlines()
+    ]
+
+
+def test_writes_wait_in_order_on_disk_and_what_follows_them_waits_too(tmp_path: Path) -> None:
+    busy, full = sqlite_error(5, "database is locked"), sqlite_error(13, "disk is full")
+    index = FakeIndex(iter([busy, full, None]))
+    cat = Catalog(index, Backlog(tmp_path))  # type: ignore[arg-type]
+    done: list[str] = []
+    cat.add(call(1))
+    cat.then(lambda: done.append("audited 1"))
+    cat.write()
+    assert len(backlog_lines(tmp_path)) == 1  # synced, for the next session if we die
+    cat.add(call(2))
+    cat.write()
+    assert index.written == [] and done == [] and cat.stats.waiting == 2
+    assert len(backlog_lines(tmp_path)) == 2
+    cat.write()
+    assert index.written == [1, 2] and done == ["audited 1"]
+    assert cat.stats.deferred == 2 and cat.stats.waiting == 0
+    assert backlog_lines(tmp_path) == []  # made: the backlog is gone
+    assert index.waits == [catalog.LOCK_WAIT_S]  # a short wait for the lock
+
+
+def test_other_index_errors_still_raise_and_the_end_does_not_wait_forever(
+    tmp_path: Path,
+) -> None:
+    index = FakeIndex(iter([sqlite_error(11, "database disk image is malformed")]))
+    cat = Catalog(index, Backlog(tmp_path))  # type: ignore[arg-type]
+    cat.add(call(1))
+    with pytest.raises(sqlite3.OperationalError, match="malformed"):
+        cat.write()
+    index = FakeIndex(iter([sqlite_error(5, "database is locked")] * 2))
+    cat = Catalog(index, Backlog(tmp_path))  # type: ignore[arg-type]
+    cat.add(call(1))
+    cat.write()  # waits
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        cat.write(closing=True)
+    assert index.waits == [catalog.LOCK_WAIT_S, catalog.CLOSING_WAIT_S, catalog.LOCK_WAIT_S]
+    assert len(backlog_lines(tmp_path)) == 1  # left for the next session
+
+
+def test_tries_are_paced_while_the_lock_is_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(catalog, "RETRY_S", 3600.0)
+    index = FakeIndex(iter([sqlite_error(5, "database is locked"), None]))
+    cat = Catalog(index, Backlog(tmp_path))  # type: ignore[arg-type]
+    cat.add(call(1))
+    cat.write()
+    cat.add(call(2))
+    cat.write()  # not yet: the lock was held a moment ago; but the new write is on disk
+    assert index.written == [] and len(backlog_lines(tmp_path)) == 2
+    cat.write(closing=True)
+    assert index.written == [1, 2]

@@ -129,6 +129,12 @@ class Backlog:
             data = data[os.write(self._fd, data) :]
         os.fsync(self._fd)
 
+    def release(self) -> None:
+        """Let the next session have what is left (a process's exit does this too)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = self._path = None
+
     def clear(self) -> None:
         if self._fd is None or self._path is None:
             return
@@ -186,6 +192,7 @@ class Catalog:
         self._then: list[Callable[[], None]] = []
         self._retry_at = 0.0
         self._since = 0.0  # monotonic time the current wait began (0: none)
+        self._gave_up = False  # a closing write found the index still locked
         self.stats = CatalogStats()
         self._lock_wait(LOCK_WAIT_S)
 
@@ -206,8 +213,12 @@ class Catalog:
     def write(self, *, closing: bool = False) -> None:
         """Make the queued writes in one transaction. While the index is locked, leave them
         queued (a try at most every RETRY_S), unless `closing`: then wait CLOSING_WAIT_S,
-        and raise if it is still locked (the backlog keeps them for the next session)."""
+        and raise if it is still locked (the backlog keeps them for the next session; a
+        second `closing` does not wait again)."""
         if not self._writes and not self._then:
+            return
+        if closing and self._gave_up:
+            self._save()
             return
         if not closing and self._since and time.monotonic() < self._retry_at:
             self._save()  # added while waiting: on disk at this commit, not at the next try
@@ -223,6 +234,7 @@ class Catalog:
                 raise
             self._wait(exc)
             if closing:
+                self._gave_up = True
                 raise
             return
         finally:
@@ -240,6 +252,10 @@ class Catalog:
         self.stats.waiting = 0
         for action in then:
             action()
+
+    def close(self) -> None:
+        """The end of the session: writes still waiting are the next session's."""
+        self._backlog.release()
 
     def _wait(self, exc: sqlite3.OperationalError) -> None:
         now = time.monotonic()

@@ -23,6 +23,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -171,7 +172,8 @@ class ArchiveWriter:
         self._pending_audit: list[dict[str, Value]] = []
         self._pending_closes: list[tuple[OpenRecording, RecordingEnded, str]] = []
         self._failed_ended: list[OpenRecording] = []  # their files close after the appends
-        self._uncatalogued = 0  # ended, their files open until their index rows are written
+        # Ended, their files open (and locked) until their index rows are written.
+        self._awaiting_rows: dict[str, OpenRecording] = {}
         self._appender: Appender[OpenRecording] = Appender()
         self._group = GroupSync(archive.recordings_dir)
         self._spares = SparePool(archive.root / "spare", target=spare_files)
@@ -273,7 +275,7 @@ class ArchiveWriter:
         """Refuse a new recording rather than run out of files: the index, key store and
         audit trail need theirs (`fdlimit.RESERVED`)."""
         held = len(self._open) + len(self._pending_closes) + len(self._failed_ended)
-        held += self._uncatalogued
+        held += len(self._awaiting_rows)
         if held < self._file_slots:
             self._files_short = False
             return None
@@ -450,13 +452,14 @@ class ArchiveWriter:
                 )
             )
         if closing:
-            self._uncatalogued += len(closing)
+            self._awaiting_rows.update((rec.recording_id, rec) for rec, _, _ in closing)
             self._catalog.then(partial(self._finish, closing))
 
     def _finish(self, closing: list[tuple[OpenRecording, RecordingEnded, str]]) -> None:
         """Recordings whose rows are written: renamed (one sync per folder), then the
         audit records of their hashes (the last one synced) and the upload."""
-        self._uncatalogued -= len(closing)
+        for rec, _, _ in closing:
+            del self._awaiting_rows[rec.recording_id]
         done: list[tuple[OpenRecording, RecordingEnded, str]] = []
         folders: set[Path] = set()
         for rec, event, retention_class in closing:
@@ -516,13 +519,30 @@ class ArchiveWriter:
 
     def settle(self) -> None:
         """Commit, waiting for the index if it is locked (the end of a session: the counts
-        and the audit records of closed recordings follow the index writes)."""
+        and the audit records of closed recordings follow the index writes). Still locked
+        after `catalog.CLOSING_WAIT_S`: the writes stay in the backlog, and the recordings
+        `.partial`, for the next session to make and recover whole."""
         self.commit()
-        self._catalog.write(closing=True)
+        try:
+            self._catalog.write(closing=True)
+        except sqlite3.OperationalError as exc:
+            if not catalog.waitable(exc):
+                raise
+            log.error(
+                "index still unwritable at the end (%s): %d index writes wait in its backlog; "
+                "the next start makes them and recovers their recordings whole",
+                exc,
+                self._catalog.stats.waiting,
+            )
 
     def close(self) -> None:
-        """Release the writer (recordings still open stay `.partial` for recovery)."""
+        """Release the writer (recordings still open, or still waiting for their index
+        rows, stay `.partial` for recovery)."""
         self.settle()
+        for rec in self._awaiting_rows.values():
+            os.close(rec.fd)  # (their writes are in the backlog: the next session's)
+        self._awaiting_rows.clear()
+        self._catalog.close()
         self._appender.close()
         self._report_write_errors()
         self.stats.bytes_written = self._appender.bytes_written

@@ -125,6 +125,38 @@ def test_the_end_of_a_session_waits_for_the_lock(tmp_path: Path) -> None:
     assert row["state"] == "closed"
 
 
+def test_a_session_that_ends_while_the_index_stays_locked_leaves_it_to_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shutdown while the lock is still held: no traceback, no lost call. The writes
+    wait in the backlog and the recording stays `.partial`; the next start makes them
+    and recovers it whole, with its call."""
+    monkeypatch.setattr(catalog, "CLOSING_WAIT_S", 0.2)
+    archive, key = tmp_path / "a", key_file(tmp_path)
+    session = ArchiveSession(archive, MASTER, "service", Config())
+    lock = LockedIndex(archive / "index.sqlite")
+    session.writer.handle(RecordingStarted(1, "c1", "+4930111", "+4930222", T, 8000, 2))
+    session.writer.handle(RecordingAudio(1, tone(2, 1000)))
+    session.writer.handle(RecordingEnded(1, T + 2 * 10**9, "shutdown", ("PCMU",)))
+    session.close()  # gives up after CLOSING_WAIT_S, and says so
+    assert len(backlog_lines(archive)) == 2
+    assert len(list((archive / "recordings").rglob("*.rec.partial"))) == 1
+    lock.release()
+
+    ArchiveSession(archive, MASTER, "service", Config()).close()
+    verify(archive, key)
+    [row] = recordings(archive)
+    assert (row["call_id"], row["caller"], row["state"], row["complete"]) == (
+        "c1",
+        "+4930111",
+        "recovered",
+        1,
+    )
+    pcm = export_pcm(archive, key, str(row["id"]), tmp_path / "o.wav")
+    assert np.array_equal(pcm, np.frombuffer(tone(2, 1000), "<i2").reshape(-1, 2))
+    assert backlog_lines(archive) == []
+
+
 _KILLED = textwrap.dedent(
     """
     import sqlite3, sys, time

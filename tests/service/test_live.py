@@ -4,6 +4,7 @@ SIGTERM closes open calls as complete recordings, SIGHUP reloads, SIGKILL is rec
 from __future__ import annotations
 
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -141,3 +142,46 @@ def test_sigkill_mid_call_then_restart_recovers_the_prefix(tmp_path: Path) -> No
     kept = min(len(pcm), len(sent))
     assert np.array_equal(pcm[:kept, 0], sent[:kept])
     assert not pcm[kept:].any() and not pcm[:, 1].any()
+
+
+def test_a_locked_index_does_not_stop_the_service(tmp_path: Path) -> None:
+    """An operator's `sqlite3` shell holds the index's write lock while calls end: the
+    service records on, shows the waiting writes, and catches up once it is released.
+    (Before, it waited 10 s and exited with "database is locked".)"""
+    require_capture()
+    first = LoopbackCall("locked-1@test")
+    second = LoopbackCall("locked-2@test")
+    recorder = Recorder(tmp_path, bpf=port_filter(first.ports + second.ports))
+    try:
+        recorder.start()
+        lock = sqlite3.connect(recorder.archive / "index.sqlite", isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        for call in (first, second):
+            call.setup()
+            call.talk(40)
+            call.bye()
+        held = recorder.scrape_until("recorder_index_writes_waiting", 4, timeout=15)
+        assert held["recorder_recordings_written_total"] == 0  # not final before its row
+        time.sleep(12)  # longer than the old 10 s wait: the service lives on
+        assert recorder.proc is not None and recorder.proc.poll() is None
+        lock.execute("ROLLBACK")
+        lock.close()
+        recorder.scrape_until("recorder_recordings_written_total", 2, timeout=10)
+        metrics = recorder.scrape_until("recorder_index_writes_waiting", 0)
+        assert recorder.stop() == 0
+    finally:
+        first.close()
+        second.close()
+        recorder.close()
+    assert metrics["recorder_index_write_deferrals_total"] >= 1
+    rows = {r["call_id"]: r for r in recordings(recorder.archive)}
+    assert {name: r["state"] for name, r in rows.items()} == {
+        "locked-1@test": "closed",
+        "locked-2@test": "closed",
+    }
+    assert "2/2 recordings authentic" in verify(recorder.archive, recorder.key)
+    for call in (first, second):
+        pcm = export_pcm(
+            recorder.archive, recorder.key, str(rows[call.call_id]["id"]), tmp_path / "x.wav"
+        )
+        assert find(pcm[:, 0], ulaw(b"".join(call.sent[0]))) == 0

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 
 STEP_NS = 1_000_000_000  # smaller changes are slewing, or within the jitter window anyway
+_READ_NS = 10_000_000  # a read of both clocks that took longer is taken again
+_TRIES = 5
 
 
 def _boot_ns() -> int:
@@ -26,7 +28,13 @@ class ClockWatch:
         self._base = self._read()
 
     def _read(self) -> int:
-        return self._wall() - self._boot()
+        """Wall minus boot time, read between two reads of the boot clock: a process
+        descheduled between its reads would otherwise see a step that never was."""
+        for _ in range(_TRIES):
+            before, wall, after = self._boot(), self._wall(), self._boot()
+            if after - before <= _READ_NS:
+                break
+        return wall - (before + after) // 2
 
     def step(self) -> int | None:
         """How far the wall clock was stepped since the last look (ns; forward is

@@ -127,6 +127,30 @@ def test_the_watch_tells_a_step_from_slewing() -> None:
     assert ClockWatch().step() is None  # this machine's own clocks
 
 
+def test_the_watch_sees_no_step_in_a_read_it_was_descheduled_in() -> None:
+    """Preempted (or stopped) for 3 s just after reading the wall clock, before reading
+    the boot clock: no step happened, and none is reported (the read is taken again)."""
+    now = [0]
+    stall = [False, False]  # armed, done
+
+    def wall() -> int:
+        if stall[0] and not stall[1]:
+            stall[1] = True  # the next read of the boot clock comes 3 s late
+        return 1_800_000_000 * 10**9 + now[0]
+
+    def boot() -> int:
+        if stall[1] and stall[0]:
+            now[0] += 3 * 10**9
+            stall[0] = False
+        now[0] += 1_000
+        return 5 * 10**9 + now[0]
+
+    watch = ClockWatch(wall, boot)
+    stall[0] = True
+    assert watch.step() is None
+    assert watch.step() is None
+
+
 def test_on_a_quiet_link_a_tick_takes_the_step_once_the_ring_has_emptied(
     tmp_path: Path,
 ) -> None:

@@ -35,7 +35,7 @@ from recorder.runtime.index import Index
 from recorder.runtime.metrics import Sources, make_registry
 from recorder.runtime.session import ArchiveSession
 from tests.e2e.test_two_recorders import MASTER, T, audit_events, key_file, tone
-from tests.service.recordings import export_pcm, recordings, verify
+from tests.service.recordings import cli, export_pcm, recordings, verify
 
 
 @pytest.fixture(autouse=True)
@@ -332,3 +332,26 @@ def test_tries_are_paced_while_the_lock_is_held(
     assert index.written == [] and len(backlog_lines(tmp_path)) == 2
     cat.write(closing=True)
     assert index.written == [1, 2]
+
+
+def test_verify_reads_a_closed_recording_not_renamed_yet(tmp_path: Path) -> None:
+    """Between its row and its rename (`verify` run beside a recorder), a closed
+    recording's bytes are in its `.partial` file: checked against the index as they are."""
+    archive, key = tmp_path / "a", key_file(tmp_path)
+    session = ArchiveSession(archive, MASTER, "service", Config())
+    session.writer.handle(RecordingStarted(1, "c1", "a", "b", T, 8000, 2))
+    session.writer.handle(RecordingAudio(1, tone(1, 1000)))
+    session.writer.handle(RecordingEnded(1, T + 10**9, "bye", ("PCMU",)))
+    session.close()
+    (final,) = (archive / "recordings").rglob("*.rec")
+    partial = final.with_name(final.name + ".partial")
+    final.rename(partial)
+    assert "1/1 recordings authentic" in verify(archive, key)
+    [row] = recordings(archive)
+    pcm = export_pcm(archive, key, str(row["id"]), tmp_path / "o.wav")
+    assert np.array_equal(pcm, np.frombuffer(tone(1, 1000), "<i2").reshape(-1, 2))
+    with partial.open("r+b") as f:  # altered meanwhile: still found out
+        f.seek(200)
+        f.write(b"\xff")
+    done = cli("verify", "--archive", str(archive), "--key", str(key))
+    assert done.returncode != 0 and "0/1 recordings authentic" in done.stdout

@@ -186,6 +186,11 @@ class ArchiveWriter:
         return len(self._open)
 
     @property
+    def awaiting_rows(self) -> int:
+        """Recordings that ended, durable and whole, whose index rows still wait."""
+        return len(self._awaiting_rows)
+
+    @property
     def catalog_stats(self) -> CatalogStats:
         return self._catalog.stats
 

@@ -355,3 +355,33 @@ def test_verify_reads_a_closed_recording_not_renamed_yet(tmp_path: Path) -> None
         f.write(b"\xff")
     done = cli("verify", "--archive", str(archive), "--key", str(key))
     assert done.returncode != 0 and "0/1 recordings authentic" in done.stdout
+
+
+def test_a_replay_that_ends_with_the_index_locked_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`recorder replay` counts such recordings as recorded and not indexed yet; the next
+    session on the archive indexes them, whole."""
+    from recorder.runtime import replay as replay_module
+    from tests.builders import write_pcap
+    from tests.core.test_clock_steps import CALL
+
+    monkeypatch.setattr(catalog, "CLOSING_WAIT_S", 0.2)
+    archive, key = tmp_path / "a", key_file(tmp_path)
+    capture = write_pcap(tmp_path / "call.pcap", CALL)
+    locks: list[LockedIndex] = []
+    feed = replay_module.feed_blocks
+
+    def locked_feed(*args: object, **kwargs: object) -> None:
+        locks.append(LockedIndex(archive / "index.sqlite"))  # taken once the session runs
+        feed(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(replay_module, "feed_blocks", locked_feed)
+    summary = replay_module.replay([capture], archive, MASTER, "replay")
+    assert (summary.recorded, summary.unindexed) == (1, 1)
+    locks[0].release()
+    ArchiveSession(archive, MASTER, "service", Config()).close()
+    [row] = recordings(archive)
+    assert (row["call_id"], row["state"], row["complete"]) == ("call-1@test", "recovered", 1)
+    assert row["duration_s"] == 20.0
+    verify(archive, key)

@@ -204,7 +204,8 @@ class Catalog:
     def add(self, write: IndexWrite) -> None:
         """An index write, made with the others of the next `write`, in order."""
         self._writes.append(write)
-        self.stats.waiting = len(self._writes)
+        if self._since:  # (between two commits, writes are queued, not waiting)
+            self.stats.waiting = len(self._writes)
 
     def then(self, action: Callable[[], None]) -> None:
         """Something to do once every index write added so far is made."""
@@ -233,6 +234,7 @@ class Catalog:
             if not waitable(exc):
                 raise
             self._wait(exc)
+            self.stats.waiting = len(self._writes)
             if closing:
                 self._gave_up = True
                 raise
@@ -273,5 +275,9 @@ class Catalog:
 
     def _save(self) -> None:
         if self._saved < len(self._writes):
-            self._backlog.append(self._writes[self._saved :])
+            try:
+                self._backlog.append(self._writes[self._saved :])
+            except OSError as exc:  # (a full disk): they wait in memory, tried again later
+                log.warning("index backlog %s: %s", self._backlog.folder, exc.strerror or exc)
+                return
             self._saved = len(self._writes)

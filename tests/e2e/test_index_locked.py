@@ -385,3 +385,23 @@ def test_a_replay_that_ends_with_the_index_locked_says_so(
     assert (row["call_id"], row["state"], row["complete"]) == ("call-1@test", "recovered", 1)
     assert row["duration_s"] == 20.0
     verify(archive, key)
+
+
+def test_a_backlog_that_cannot_be_written_leaves_the_writes_waiting_in_memory() -> None:
+    """The disk is full: the index cannot take the writes, nor the backlog. Recording goes
+    on; the writes are made once the index can take them."""
+
+    class FullDisk(Backlog):
+        def append(self, writes: list[IndexWrite]) -> None:
+            raise OSError(28, "No space left on device")
+
+    full = sqlite_error(13, "database or disk is full")
+    index = FakeIndex(iter([full, full, None]))
+    cat = Catalog(index, FullDisk(Path("nowhere")))  # type: ignore[arg-type]
+    cat.add(call(1))
+    cat.write()
+    cat.add(call(2))
+    cat.write()
+    assert index.written == [] and cat.stats.waiting == 2
+    cat.write()
+    assert index.written == [1, 2] and cat.stats.waiting == 0

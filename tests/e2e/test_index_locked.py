@@ -32,6 +32,7 @@ from recorder.core.events import (
 from recorder.runtime import catalog
 from recorder.runtime.catalog import Backlog, Catalog, IndexWrite, apply_backlogs
 from recorder.runtime.index import Index
+from recorder.runtime.keystore import KeyStore
 from recorder.runtime.metrics import Sources, make_registry
 from recorder.runtime.session import ArchiveSession
 from tests.e2e.test_two_recorders import MASTER, T, audit_events, key_file, tone
@@ -405,3 +406,28 @@ def test_a_backlog_that_cannot_be_written_leaves_the_writes_waiting_in_memory() 
     assert index.written == [] and cat.stats.waiting == 2
     cat.write()
     assert index.written == [1, 2] and cat.stats.waiting == 0
+
+
+def test_an_erasure_waits_for_a_recording_not_renamed_yet(tmp_path: Path) -> None:
+    """Row written, file still `.partial` (the moment before its rename): an erasure
+    request refuses it as still being recorded, instead of destroying its key and leaving
+    the writer to rename a file no row names."""
+    archive, key = tmp_path / "a", key_file(tmp_path)
+    session = ArchiveSession(archive, MASTER, "service", Config())
+    session.writer.handle(RecordingStarted(1, "c1", "+4930111", "+4930222", T, 8000, 2))
+    session.writer.handle(RecordingAudio(1, tone(1, 1000)))
+    session.writer.handle(RecordingEnded(1, T + 10**9, "bye", ("PCMU",)))
+    session.close()
+    (final,) = (archive / "recordings").rglob("*.rec")
+    partial = final.with_name(final.name + ".partial")
+    final.rename(partial)  # as between the row and the rename
+    done = cli("erase", "--number", "+4930111", "--archive", str(archive))
+    assert "still being recorded" in done.stdout + done.stderr
+    [row] = recordings(archive)
+    with KeyStore(archive / "keys.sqlite") as keys:
+        assert keys.get(str(row["id"])) is not None
+    partial.rename(final)  # renamed: now it goes
+    done = cli("erase", "--number", "+4930111", "--archive", str(archive))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert recordings(archive) == [] and not final.exists()
+    verify(archive, key)

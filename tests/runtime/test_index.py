@@ -453,3 +453,28 @@ def test_reader_and_writer_coexist(tmp_path: Path) -> None:
         timer.join()
         other.close()
         assert [r.id for r in reader.list_recordings()] == ["c"]
+
+
+def test_a_failed_commit_is_rolled_back_so_the_next_transaction_can_begin() -> None:
+    """A COMMIT that fails (SQLITE_BUSY, a full disk) leaves the transaction open; the
+    writer's next try would then fail at BEGIN, for ever."""
+    from recorder.runtime.sqlitetx import transaction
+
+    class Db:
+        def __init__(self) -> None:
+            self.in_transaction = False
+            self.said: list[str] = []
+
+        def execute(self, sql: str) -> None:
+            self.said.append(sql)
+            if sql == "BEGIN IMMEDIATE":
+                self.in_transaction = True
+            elif sql == "COMMIT":
+                raise sqlite3.OperationalError("database is locked")
+            elif sql == "ROLLBACK":
+                self.in_transaction = False
+
+    db = Db()
+    with pytest.raises(sqlite3.OperationalError), transaction(db):  # type: ignore[arg-type]
+        pass
+    assert db.said == ["BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"] and not db.in_transaction

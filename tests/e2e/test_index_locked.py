@@ -8,11 +8,7 @@ capture loop standing still, then ended the process with "database is locked": a
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import textwrap
 import threading
 from collections.abc import Iterator
@@ -35,7 +31,14 @@ from recorder.runtime.index import Index
 from recorder.runtime.keystore import KeyStore
 from recorder.runtime.metrics import Sources, make_registry
 from recorder.runtime.session import ArchiveSession
-from tests.e2e.test_two_recorders import MASTER, T, audit_events, key_file, tone
+from tests.e2e.test_two_recorders import (
+    MASTER,
+    T,
+    audit_events,
+    key_file,
+    kill_once_written,
+    tone,
+)
 from tests.service.recordings import cli, export_pcm, recordings, verify
 
 
@@ -192,22 +195,7 @@ def test_a_crash_while_the_index_is_locked_loses_no_recording(tmp_path: Path) ->
     it, its final segment included (so "complete"), and indexes and audits it."""
     archive, key = tmp_path / "a", key_file(tmp_path)
     ArchiveSession(archive, MASTER, "setup", Config()).close()
-    killed = subprocess.Popen(
-        [sys.executable, "-c", _KILLED, str(archive)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
-    )
-    assert killed.stdout is not None
-    watchdog = threading.Timer(60, killed.kill)  # a child that never writes fails, not hangs
-    watchdog.start()
-    try:
-        assert killed.stdout.readline() == "written\n"
-    finally:
-        watchdog.cancel()
-        killed.send_signal(signal.SIGKILL)
-        killed.wait()
-        killed.stdout.close()
+    kill_once_written(_KILLED, archive)
     assert len(list((archive / "recordings").rglob("*.rec.partial"))) == 1
 
     again = ArchiveSession(archive, MASTER, "service", Config())
@@ -335,18 +323,25 @@ def test_tries_are_paced_while_the_lock_is_held(
     assert index.written == [1, 2]
 
 
-def test_verify_reads_a_closed_recording_not_renamed_yet(tmp_path: Path) -> None:
-    """Between its row and its rename (`verify` run beside a recorder), a closed
-    recording's bytes are in its `.partial` file: checked against the index as they are."""
-    archive, key = tmp_path / "a", key_file(tmp_path)
+def closed_not_renamed(archive: Path) -> tuple[Path, Path]:
+    """A recording of +4930111 closed, then put back as it is between its row and its
+    rename: (its final path, its `.partial` file)."""
     session = ArchiveSession(archive, MASTER, "service", Config())
-    session.writer.handle(RecordingStarted(1, "c1", "a", "b", T, 8000, 2))
+    session.writer.handle(RecordingStarted(1, "c1", "+4930111", "+4930222", T, 8000, 2))
     session.writer.handle(RecordingAudio(1, tone(1, 1000)))
     session.writer.handle(RecordingEnded(1, T + 10**9, "bye", ("PCMU",)))
     session.close()
     (final,) = (archive / "recordings").rglob("*.rec")
     partial = final.with_name(final.name + ".partial")
     final.rename(partial)
+    return final, partial
+
+
+def test_verify_reads_a_closed_recording_not_renamed_yet(tmp_path: Path) -> None:
+    """Between its row and its rename (`verify` run beside a recorder), a closed
+    recording's bytes are in its `.partial` file: checked against the index as they are."""
+    archive, key = tmp_path / "a", key_file(tmp_path)
+    _, partial = closed_not_renamed(archive)
     assert "1/1 recordings authentic" in verify(archive, key)
     [row] = recordings(archive)
     pcm = export_pcm(archive, key, str(row["id"]), tmp_path / "o.wav")
@@ -413,14 +408,7 @@ def test_an_erasure_waits_for_a_recording_not_renamed_yet(tmp_path: Path) -> Non
     request refuses it as still being recorded, instead of destroying its key and leaving
     the writer to rename a file no row names."""
     archive, key = tmp_path / "a", key_file(tmp_path)
-    session = ArchiveSession(archive, MASTER, "service", Config())
-    session.writer.handle(RecordingStarted(1, "c1", "+4930111", "+4930222", T, 8000, 2))
-    session.writer.handle(RecordingAudio(1, tone(1, 1000)))
-    session.writer.handle(RecordingEnded(1, T + 10**9, "bye", ("PCMU",)))
-    session.close()
-    (final,) = (archive / "recordings").rglob("*.rec")
-    partial = final.with_name(final.name + ".partial")
-    final.rename(partial)  # as between the row and the rename
+    final, partial = closed_not_renamed(archive)
     done = cli("erase", "--number", "+4930111", "--archive", str(archive))
     assert "still being recorded" in done.stdout + done.stderr
     [row] = recordings(archive)

@@ -116,19 +116,11 @@ _KILLED = textwrap.dedent(
 )
 
 
-def test_a_killed_recorders_recordings_are_recovered_beside_a_running_one(
-    tmp_path: Path,
-) -> None:
-    archive, key = tmp_path / "a", key_file(tmp_path)
-    beside = ArchiveSession(archive, MASTER, "service", Config())
-    beside.writer.handle(RecordingStarted(1, "beside", "c", "d", T, 8000, 2))
-    beside.writer.handle(RecordingAudio(1, tone(2, 1000)))
-    beside.writer.commit()
-    beside.writer._appender.wait()
-    (open_one,) = (archive / "recordings").rglob("*.rec.partial")
-    size = open_one.stat().st_size
+def kill_once_written(script: str, archive: Path) -> None:
+    """Run `script` (a recorder writing to `archive`) in a process of its own and SIGKILL
+    it as soon as it prints "written"."""
     killed = subprocess.Popen(
-        [sys.executable, "-c", _KILLED, str(archive)],
+        [sys.executable, "-c", script, str(archive)],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
@@ -143,6 +135,20 @@ def test_a_killed_recorders_recordings_are_recovered_beside_a_running_one(
         killed.send_signal(signal.SIGKILL)
         killed.wait()
         killed.stdout.close()
+
+
+def test_a_killed_recorders_recordings_are_recovered_beside_a_running_one(
+    tmp_path: Path,
+) -> None:
+    archive, key = tmp_path / "a", key_file(tmp_path)
+    beside = ArchiveSession(archive, MASTER, "service", Config())
+    beside.writer.handle(RecordingStarted(1, "beside", "c", "d", T, 8000, 2))
+    beside.writer.handle(RecordingAudio(1, tone(2, 1000)))
+    beside.writer.commit()
+    beside.writer._appender.wait()
+    (open_one,) = (archive / "recordings").rglob("*.rec.partial")
+    size = open_one.stat().st_size
+    kill_once_written(_KILLED, archive)
     (leftover,) = set((archive / "recordings").rglob("*.rec.partial")) - {open_one}
 
     # A replay starting beside `beside`: the killed recorder's lock went with it.

@@ -9,8 +9,9 @@ unsignalled RTP.
 
 The live shell knows when the wall clock steps (it compares it with the boot-time clock,
 `runtime/clockwatch.py`) and tells this class, sans I/O: `stepped(delta)`. The first frame
-(or timer tick) that shows the step, a jump of at least half of it from the newest capture
-time, starts a new segment: from it on, `shift` takes the step back out of every time
+that shows the step, a jump of at least half of it from the newest capture time, starts a
+new segment (on a quiet link, the shell's timer tick does, once no frame stamped before the
+step can still come: `time`): from it on, `shift` takes the step back out of every time
 handed to the core, so the core sees one continuous clock and every call goes on where it
 was. What the core reports as wall time (a recording's start, a marker, an unrecorded
 call's first and last packet) is turned back into the wall clock of its segment by

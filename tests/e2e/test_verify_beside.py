@@ -6,7 +6,7 @@ changed hash still is. Before, both were reported ("no audit record of its closi
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -39,29 +39,42 @@ def recorded_archive(tmp_path: Path) -> tuple[Archive, list[str]]:
     return Archive(archive), ids
 
 
-def older_trail(monkeypatch: pytest.MonkeyPatch, keep: object) -> None:
-    """Verify's first read of the trail sees only the records `keep` accepts."""
+Records = list[dict[str, object]]
+
+
+def trails(
+    monkeypatch: pytest.MonkeyPatch,
+    first: Callable[[Records], Records],
+    later: Callable[[Records], Records] = lambda records: records,
+) -> None:
+    """What verify reads of the trail: `first(records)` at its start, `later(records)`
+    when it reads it again at its end."""
     real = verify._trail
-    calls = [0]
+    reads = [0]
 
     def trail(archive: Archive, backends: object) -> AuditReport:
         report = real(archive, backends)  # type: ignore[arg-type]
-        calls[0] += 1
-        if calls[0] == 1:
-            report.records = [r for r in report.records if keep(r)]  # type: ignore[operator]
+        reads[0] += 1
+        report.records = (first if reads[0] == 1 else later)(report.records)
         return report
 
     monkeypatch.setattr(verify, "_trail", trail)
+
+
+def closing(record: dict[str, object], recording_id: str) -> bool:
+    """The audit record of `recording_id`'s closing (its hash)."""
+    return record["event"] == "recording.closed" and record["recording_id"] == recording_id
+
+
+def without(records: Records, keep: Callable[[dict[str, object]], bool]) -> Records:
+    return [r for r in records if keep(r)]
 
 
 def test_a_recording_closed_between_the_trail_and_the_index(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     archive, (_, second) = recorded_archive(tmp_path)
-    older_trail(
-        monkeypatch,
-        lambda r: not (r["event"] == "recording.closed" and r["recording_id"] == second),
-    )
+    trails(monkeypatch, lambda records: without(records, lambda r: not closing(r, second)))
     report = verify.verify_archive(archive, {MASTER.kid: MASTER}, "t")
     assert report.failures == [] and report.recordings_ok == 2
 
@@ -70,7 +83,7 @@ def test_a_recording_opened_and_closed_while_verify_ran(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     archive, (_, second) = recorded_archive(tmp_path)
-    older_trail(monkeypatch, lambda r: r.get("recording_id") != second)
+    trails(monkeypatch, lambda records: without(records, lambda r: r.get("recording_id") != second))
     real_list = Index.list_recordings
     monkeypatch.setattr(
         Index,
@@ -85,28 +98,12 @@ def test_a_hash_audited_late_is_still_compared(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     archive, (_, second) = recorded_archive(tmp_path)
-    with Index(archive.index_path) as index:  # the index and the file agree; the trail not
-        row = index.get(second)
-        assert row is not None
-    real = verify._trail
-    calls = [0]
-
-    def trail(arch: Archive, backends: object) -> AuditReport:
-        report = real(arch, backends)  # type: ignore[arg-type]
-        calls[0] += 1
-        closed = [r for r in report.records if r.get("recording_id") == second]
-        if calls[0] == 1:
-            report.records = [r for r in report.records if r not in closed]
-        else:
-            report.records = [
-                dict(r, sha256="0" * 64) if r["event"] == "recording.closed" and r in closed else r
-                for r in report.records
-            ]
-        return report
-
-    monkeypatch.setattr(verify, "_trail", trail)
+    trails(
+        monkeypatch,
+        lambda records: without(records, lambda r: not closing(r, second)),
+        lambda records: [dict(r, sha256="0" * 64) if closing(r, second) else r for r in records],
+    )
     report = verify.verify_archive(archive, {MASTER.kid: MASTER}, "t")
     assert report.failures == [
         f"audit trail: recording {second} differs from the hash the trail recorded"
     ]
-    assert dataclasses.asdict(row)["sha256"] != "0" * 64

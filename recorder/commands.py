@@ -66,10 +66,10 @@ def _print_summary(s: ReplaySummary, archive: object) -> None:
     print(f"RTP packets       {s.rtp_packets} (+{s.rtcp_packets} RTCP ignored)", file=out)
     print(f"calls seen        {s.calls_seen}", file=out)
     print(f"calls recorded    {s.recorded}  -> {archive}", file=out)
-    if s.unindexed:
+    if s.index_writes_waiting:
         print(
-            f"  not indexed yet: {s.unindexed} (the index stayed locked: kept whole, "
-            "indexed at the next start on this archive)",
+            f"  index writes waiting: {s.index_writes_waiting} (the index stayed locked: "
+            "made at the next start on this archive)",
             file=out,
         )
     if s.recovered:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Literal
 from recorder.compliance.settings import PROTECTED_BASIS, RetentionClass
 from recorder.config import Config
 from recorder.errors import RecorderError
-from recorder.runtime.archive import PARTIAL_SUFFIX, RECORDING_SUFFIX, Archive
+from recorder.runtime.archive import Archive
 from recorder.runtime.audit import AuditTrail
 from recorder.runtime.files import fsync_dir
 from recorder.runtime.index import Hold, Index, RecordingRow
@@ -101,18 +101,9 @@ class Disposer:
 
     def refusal(self, row: RecordingRow, now_ns: int, why: Why) -> str | None:
         refusal = deletion_refusal(row, self.index.hold_of(row.id), now_ns, why)
-        if refusal is None and self._being_closed(row):
-            refusal = "still being recorded"
         if refusal is None and self.remote is not None:
             refusal = self.remote.refusal(row, now_ns)
         return refusal
-
-    def _being_closed(self, row: RecordingRow) -> bool:
-        """Its row is written and its file not renamed yet (runtime/catalog.py: for a few
-        milliseconds, or until recovery after a crash): deleting now would leave a file to
-        be renamed whose key is gone, in no row."""
-        path = self.archive.resolve(row.path)
-        return path.with_name(path.name.removesuffix(RECORDING_SUFFIX) + PARTIAL_SUFFIX).exists()
 
     def delete(self, row: RecordingRow, now_ns: int, why: Why) -> str | None:
         """Delete `row` unless the gate refuses; returns the refusal (not deleted) or None."""

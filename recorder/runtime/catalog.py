@@ -7,19 +7,17 @@ waited the busy timeout (10 s, the capture loop standing still meanwhile) and th
 the process with "database is locked", and every call in progress with it. Now the writes
 of a commit are queued in order and made in one transaction; while the lock is held (or
 the disk is full) they stay queued, tried again once a second for at most `LOCK_WAIT_S`
-each, and what must follow them (the rename that makes a closed recording's file final,
-the audit record of its hash, the upload) waits with them.
+each. The recordings are written, closed, renamed and audited meanwhile as always: only
+their rows wait.
 
 Writes that wait are also appended to a backlog file (`Backlog`, synced): a crash meanwhile
 must not take a recording's row, whose call and numbers are what a data-subject request
-searches by. The next session applies a dead session's backlog before crash recovery, which
-then finds the recordings still `.partial` and recovers each whole (format-v1.md,
-"Recovery").
+searches by. The next session applies a dead session's backlog before crash recovery
+(format-v1.md, "Recovery").
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import fcntl
 import json
@@ -27,11 +25,11 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recorder.errors import ArchiveError
 from recorder.runtime.files import fsync_dir
 from recorder.runtime.index import Index, RecordingRow
 
@@ -41,6 +39,10 @@ RETRY_S = 1.0  # between two tries while the index is locked
 LOCK_WAIT_S = 0.2  # how long one try waits for the lock (the capture loop waits with it)
 CLOSING_WAIT_S = 30.0  # at the end of a session, waiting is what is left to do
 BACKLOG_PREFIX = "index-backlog-"
+# While the index is locked, the entries of calls not recorded (SIP scanners send such
+# calls all day) wait up to this many; past it they are dropped and counted, so that a
+# long lock and a flood together cannot exhaust memory. Recordings' rows always wait.
+MAX_WAITING_CALLS = 100_000
 _WAITABLE = {5, 6, 13}  # SQLITE_BUSY, SQLITE_LOCKED, SQLITE_FULL (primary result codes)
 
 
@@ -81,14 +83,27 @@ class IndexWrite:
 
     @classmethod
     def of_line(cls, line: bytes) -> IndexWrite:
+        """Raises ValueError, TypeError or KeyError for a line that is not one."""
         entry = json.loads(line)
         op, args = str(entry["op"]), dict(entry["args"])
+        if op not in _OPS:
+            raise ValueError(f"unknown index write {op!r}")
         if op == "add_recording":
             args["row"] = RecordingRow(**args["row"])
         return cls(op, args)
 
 
 _ROW_FIELDS = tuple(field.name for field in dataclasses.fields(RecordingRow))
+_OPS = frozenset({"add_recording", "update_recording", "add_call"})
+# A backlog line that cannot be made (a damaged file): skipped, the others are made.
+_UNMAKEABLE = (
+    ValueError,
+    TypeError,
+    KeyError,
+    ArchiveError,
+    sqlite3.InterfaceError,
+    sqlite3.IntegrityError,
+)
 
 
 def add_recording(row: RecordingRow) -> IndexWrite:
@@ -144,11 +159,19 @@ class Backlog:
         self._fd = self._path = None
 
 
-def apply_backlogs(folder: Path, index: Index) -> int:
+@dataclass
+class Applied:
+    made: int = 0
+    skipped: int = 0  # lines of a damaged backlog that are not index writes, or cannot be made
+
+
+def apply_backlogs(folder: Path, index: Index) -> Applied:
     """Make the index writes that dead sessions left waiting (their files unlocked), in
-    order; returns how many. A torn last line was never synced: its writes were still
-    waiting in memory, and what they were about is recovered without them."""
-    made = 0
+    order. A torn last line was never synced: its writes were still waiting in memory (what
+    they were about is recovered without them). A line that cannot be made is skipped and
+    counted: a damaged backlog must not keep the recorder from starting. Raises
+    sqlite3.OperationalError while the index is locked."""
+    result = Applied()
     for path in sorted(folder.glob(BACKLOG_PREFIX + "*.jsonl")):
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -161,26 +184,35 @@ def apply_backlogs(folder: Path, index: Index) -> int:
                 continue  # a running session's
             with os.fdopen(os.dup(fd), "rb") as f:
                 lines = f.read().splitlines()
-            writes = []
-            for line in lines:
-                with contextlib.suppress(ValueError, TypeError, KeyError):
-                    writes.append(IndexWrite.of_line(line))
+            made = skipped = 0
             with index.batch():
-                for write in writes:
-                    write.apply(index, again=True)
+                for line in lines:
+                    try:
+                        IndexWrite.of_line(line).apply(index, again=True)
+                    except _UNMAKEABLE:
+                        skipped += 1
+                    else:
+                        made += 1
             path.unlink()
             fsync_dir(folder)
-            made += len(writes)
-            log.warning("index writes a crash left waiting: %d made (%s)", len(writes), path.name)
+            result.made += made
+            result.skipped += skipped
+            log.warning(
+                "index writes a crash left waiting: %d made, %d skipped (%s)",
+                made,
+                skipped,
+                path.name,
+            )
         finally:
             os.close(fd)
-    return made
+    return result
 
 
 @dataclass
 class CatalogStats:
     deferred: int = 0  # tries that found the index locked
     waiting: int = 0  # index writes waiting now
+    calls_dropped: int = 0  # unrecorded calls' entries past MAX_WAITING_CALLS
 
 
 class Catalog:
@@ -189,7 +221,7 @@ class Catalog:
         self._backlog = backlog
         self._writes: list[IndexWrite] = []
         self._saved = 0  # of `_writes`, those in the backlog file
-        self._then: list[Callable[[], None]] = []
+        self._calls = 0  # of `_writes`, entries of calls not recorded
         self._retry_at = 0.0
         self._since = 0.0  # monotonic time the current wait began (0: none)
         self._gave_up = False  # a closing write found the index still locked
@@ -203,20 +235,23 @@ class Catalog:
 
     def add(self, write: IndexWrite) -> None:
         """An index write, made with the others of the next `write`, in order."""
+        if write.op == "add_call":
+            if self._since and self._calls >= MAX_WAITING_CALLS:
+                if not self.stats.calls_dropped:
+                    log.warning("index locked: entries of calls not recorded are dropped now")
+                self.stats.calls_dropped += 1
+                return
+            self._calls += 1
         self._writes.append(write)
         if self._since:  # (between two commits, writes are queued, not waiting)
             self.stats.waiting = len(self._writes)
-
-    def then(self, action: Callable[[], None]) -> None:
-        """Something to do once every index write added so far is made."""
-        self._then.append(action)
 
     def write(self, *, closing: bool = False) -> None:
         """Make the queued writes in one transaction. While the index is locked, leave them
         queued (a try at most every RETRY_S), unless `closing`: then wait CLOSING_WAIT_S,
         and raise if it is still locked (the backlog keeps them for the next session; a
         second `closing` does not wait again)."""
-        if not self._writes and not self._then:
+        if not self._writes:
             return
         if closing and self._gave_up:
             self._save()
@@ -250,10 +285,8 @@ class Catalog:
             )
             self._since = 0.0
         self._backlog.clear()
-        self._writes, self._saved, then, self._then = [], 0, self._then, []
+        self._writes, self._saved, self._calls = [], 0, 0
         self.stats.waiting = 0
-        for action in then:
-            action()
 
     def close(self) -> None:
         """The end of the session: writes still waiting are the next session's."""

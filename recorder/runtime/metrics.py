@@ -270,6 +270,12 @@ class RecorderCollector(Collector):
             "Tries to write the index that found it locked or the disk full.",
             catalog.deferred,
         )
+        yield _counter(
+            "recorder_index_calls_dropped",
+            "Entries of calls not recorded dropped while the index stayed locked "
+            "(past catalog.MAX_WAITING_CALLS waiting).",
+            catalog.calls_dropped,
+        )
 
     def _compliance(self, s: Sources) -> Iterator[Metric]:
         markers = CounterMetricFamily(

@@ -198,7 +198,7 @@ def _recover_one(
     relative = archive.relative_path(recording_id)
     fields = dict(
         end_ns=end_ns,
-        complete=status.complete,  # its final segment is there: it ended, then the crash
+        complete=status.complete,  # its final segment is there: the crash came before the rename
         state="recovered",
         sha256=digest,
         size=status.verified_bytes,

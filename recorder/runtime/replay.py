@@ -29,7 +29,7 @@ class ReplaySummary:
     frames: int = 0
     calls_seen: int = 0
     recorded: int = 0
-    unindexed: int = 0  # of `recorded`: the index stayed locked; indexed at the next start
+    index_writes_waiting: int = 0  # the index stayed locked: made at the next start
     failed: int = 0
     recovered: int = 0
     not_recorded: Counter[str] = field(default_factory=Counter)
@@ -115,8 +115,8 @@ def _fill(
     summary.frames = loop.frames
     summary.internal_errors = loop.internal_errors
     summary.calls_seen = stats.calls_seen
-    summary.unindexed = writer.awaiting_rows
-    summary.recorded = writer.stats.closed + summary.unindexed
+    summary.recorded = writer.stats.closed
+    summary.index_writes_waiting = writer.catalog_stats.waiting
     summary.failed = writer.stats.failed
     summary.not_recorded = Counter(stats.not_recorded)
     if writer.stats.refused:  # the writer's own refusals: disk nearly full, open-files limit

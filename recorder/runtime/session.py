@@ -92,14 +92,19 @@ class ArchiveSession:
         """The index writes a killed session left waiting for a locked index
         (`catalog.py`)."""
         try:
-            made = apply_backlogs(self.archive.root, self.index)
+            applied = apply_backlogs(self.archive.root, self.index)
         except sqlite3.OperationalError as exc:
             raise ArchiveError(
                 f"index {self.archive.index_path}: {exc}: the index writes a crash left "
                 "waiting cannot be made yet (another process holds its lock?)"
             ) from None
-        if made:
-            self.audit.append("index.backlog_applied", writes=made)
+        if applied.made or applied.skipped:
+            self.audit.append(
+                "index.backlog_applied",
+                outcome="failure" if applied.skipped else "ok",
+                writes=applied.made,
+                skipped=applied.skipped,
+            )
 
     def _note_left(self, left: int) -> None:
         """Another recorder writes to this archive: the partial files it has open, or that

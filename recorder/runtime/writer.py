@@ -4,10 +4,10 @@ Crash safety (format-v1.md, "Recovery"): the wrapped file key is committed (dura
 key store before the recording's first byte is written; the header and sealed segments are
 appended as they fill, and made durable together, for every open recording at once, by one
 group sync (`syncfs`, in a background thread) started every `fsync_interval_s`; at the end
-the final segment is written, the file fsynced, its index row written (`catalog.py`: while
-another process holds the index's lock the file waits, still `.partial`), the file renamed
-from `.rec.partial` to `.rec`, and the audit record of its hash synced. What a crash can
-lose is therefore bounded by:
+the final segment is written, the file fsynced and renamed from `.rec.partial` to `.rec`,
+and the audit record of its hash synced (its index row follows, `catalog.py`: while another
+process holds the index's lock it waits in a synced backlog). What a crash can lose is
+therefore bounded by:
   - SIGKILL (the OS survives): the core's jitter window and flush cadence (at most 2 s) plus
     the unsealed segment tail (< 16 KiB: 0.5 s of 8 kHz stereo), plus the sealed segments
     the append thread has not written yet (`appender.py`: normally what the last turn of
@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 from recorder.container.format import RecordingHeader
@@ -172,8 +171,6 @@ class ArchiveWriter:
         self._pending_audit: list[dict[str, Value]] = []
         self._pending_closes: list[tuple[OpenRecording, RecordingEnded, str]] = []
         self._failed_ended: list[OpenRecording] = []  # their files close after the appends
-        # Ended, their files open (and locked) until their index rows are written.
-        self._awaiting_rows: dict[str, OpenRecording] = {}
         self._appender: Appender[OpenRecording] = Appender()
         self._group = GroupSync(archive.recordings_dir)
         self._spares = SparePool(archive.root / "spare", target=spare_files)
@@ -184,11 +181,6 @@ class ArchiveWriter:
     @property
     def open_count(self) -> int:
         return len(self._open)
-
-    @property
-    def awaiting_rows(self) -> int:
-        """Recordings that ended, durable and whole, whose index rows still wait."""
-        return len(self._awaiting_rows)
 
     @property
     def catalog_stats(self) -> CatalogStats:
@@ -280,7 +272,6 @@ class ArchiveWriter:
         """Refuse a new recording rather than run out of files: the index, key store and
         audit trail need theirs (`fdlimit.RESERVED`)."""
         held = len(self._open) + len(self._pending_closes) + len(self._failed_ended)
-        held += len(self._awaiting_rows)
         if held < self._file_slots:
             self._files_short = False
             return None
@@ -430,10 +421,11 @@ class ArchiveWriter:
         self._pending_closes.append((rec, event, retention_class))
 
     def _close_pending(self) -> None:
-        """Make the recordings that ended durable: one group sync for their data, then
-        their index rows with the commit's other index writes (`catalog.py`); once those
-        are written, `_finish` makes them final. Until then each stays `.partial`, locked:
-        a crash before its row is written leaves it whole to crash recovery."""
+        """Make the recordings that ended durable and final: one group sync for their data,
+        renames, one sync per folder, then the audit records of their hashes (the last one
+        synced); their index rows go with the commit's other index writes (`catalog.py`:
+        while another process holds the index's lock they wait, on disk, and the
+        recordings are final meanwhile)."""
         self._appender.wait()  # every byte of the closing recordings is in its file
         self._report_write_errors()
         closing = [item for item in self._pending_closes if not item[0].failed]
@@ -442,29 +434,6 @@ class ArchiveWriter:
         for rec in failed:  # left `.partial` for recovery; no write can reach them now
             os.close(rec.fd)
         self._group.sync(rec.fd for rec, _, _ in closing)
-        for rec, event, retention_class in closing:
-            self._catalog.add(
-                catalog.update_recording(
-                    rec.recording_id,
-                    end_ns=event.end_ns,
-                    codecs=list(event.codecs),
-                    complete=True,
-                    state="closed",
-                    sha256=rec.sha256.hexdigest(),
-                    size=rec.size,
-                    reason=event.reason,
-                    expires_ns=self._expiry(retention_class, event.end_ns),
-                )
-            )
-        if closing:
-            self._awaiting_rows.update((rec.recording_id, rec) for rec, _, _ in closing)
-            self._catalog.then(partial(self._finish, closing))
-
-    def _finish(self, closing: list[tuple[OpenRecording, RecordingEnded, str]]) -> None:
-        """Recordings whose rows are written: renamed (one sync per folder), then the
-        audit records of their hashes (the last one synced) and the upload."""
-        for rec, _, _ in closing:
-            del self._awaiting_rows[rec.recording_id]
         done: list[tuple[OpenRecording, RecordingEnded, str]] = []
         folders: set[Path] = set()
         for rec, event, retention_class in closing:
@@ -478,9 +447,23 @@ class ArchiveWriter:
                 folders.add(final.parent)
                 done.append((rec, event, retention_class))
             except OSError as exc:
-                self._fail(rec, exc)  # left `.partial`: recovery finishes it at the next start
+                self._fail(rec, exc)
         for folder in folders:
             fsync_dir(folder)
+        for rec, event, retention_class in done:
+            self._catalog.add(
+                catalog.update_recording(
+                    rec.recording_id,
+                    end_ns=event.end_ns,
+                    codecs=list(event.codecs),
+                    complete=True,
+                    state="closed",
+                    sha256=rec.sha256.hexdigest(),
+                    size=rec.size,
+                    reason=event.reason,
+                    expires_ns=self._expiry(retention_class, event.end_ns),
+                )
+            )
         for n, (rec, event, retention_class) in enumerate(done):
             self._closed(rec, event, retention_class, sync=n == len(done) - 1)
 
@@ -523,10 +506,9 @@ class ArchiveWriter:
         )
 
     def settle(self) -> None:
-        """Commit, waiting for the index if it is locked (the end of a session: the counts
-        and the audit records of closed recordings follow the index writes). Still locked
-        after `catalog.CLOSING_WAIT_S`: the writes stay in the backlog, and the recordings
-        `.partial`, for the next session to make and recover whole."""
+        """Commit, waiting for the index if it is locked (the end of a session). Still
+        locked after `catalog.CLOSING_WAIT_S`: the writes stay in the backlog, for the next
+        session on the archive to make."""
         self.commit()
         try:
             self._catalog.write(closing=True)
@@ -535,18 +517,14 @@ class ArchiveWriter:
                 raise
             log.error(
                 "index still unwritable at the end (%s): %d index writes wait in its backlog; "
-                "the next start makes them and recovers their recordings whole",
+                "the next start on this archive makes them",
                 exc,
                 self._catalog.stats.waiting,
             )
 
     def close(self) -> None:
-        """Release the writer (recordings still open, or still waiting for their index
-        rows, stay `.partial` for recovery)."""
+        """Release the writer (recordings still open stay `.partial` for recovery)."""
         self.settle()
-        for rec in self._awaiting_rows.values():
-            os.close(rec.fd)  # (their writes are in the backlog: the next session's)
-        self._awaiting_rows.clear()
         self._catalog.close()
         self._appender.close()
         self._report_write_errors()

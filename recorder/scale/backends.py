@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 from recorder.config import Config, load_config
 from recorder.errors import ArchiveError
-from recorder.runtime.archive import PARTIAL_SUFFIX, RECORDING_SUFFIX, Archive
+from recorder.runtime.archive import Archive
 from recorder.runtime.index import Index, RecordingRow
 from recorder.runtime.keystore import KeyStore
 from recorder.scale.store import RecordingStore
@@ -188,16 +188,10 @@ def ship_trail(archive: Archive) -> None:
 def open_recording(
     archive: Archive, row: RecordingRow, index: Index, store: RecordingStore | None
 ) -> BinaryIO:
-    """A recording's bytes: the local file while it is there, else its uploaded object. A
-    closed recording's row is written just before its file is renamed from `.partial`
-    (runtime/catalog.py): in between, or while a crash leaves it for recovery, the
-    `.partial` file holds the final bytes (the index's hash is checked against them)."""
+    """A recording's bytes: the local file while it is there, else its uploaded object."""
     path = archive.resolve(row.path)
     if path.is_file():
         return path.open("rb")
-    partial = path.with_name(path.name.removesuffix(RECORDING_SUFFIX) + PARTIAL_SUFFIX)
-    if row.state == "closed" and partial.is_file():
-        return partial.open("rb")
     obj = index.object_of(row.id)
     if obj is None:
         raise FileNotFoundError(f"file {row.path} is missing")

@@ -28,7 +28,6 @@ from recorder.core.events import (
 from recorder.runtime import catalog
 from recorder.runtime.catalog import Backlog, Catalog, IndexWrite, apply_backlogs
 from recorder.runtime.index import Index
-from recorder.runtime.keystore import KeyStore
 from recorder.runtime.metrics import Sources, make_registry
 from recorder.runtime.session import ArchiveSession
 from tests.e2e.test_two_recorders import (
@@ -39,7 +38,7 @@ from tests.e2e.test_two_recorders import (
     kill_once_written,
     tone,
 )
-from tests.service.recordings import cli, export_pcm, recordings, verify
+from tests.service.recordings import export_pcm, recordings, verify
 
 
 @pytest.fixture(autouse=True)
@@ -79,23 +78,24 @@ def test_a_locked_index_delays_the_catalog_never_the_recordings(tmp_path: Path) 
     writer.handle(CallNotRecorded("c3", "e", "f", T, T, "not_answered", "486"))
     writer.commit()
 
-    assert writer.stats.opened == 2
-    assert writer.stats.closed == 0  # its hash is audited once its row is written
+    # The recordings and their evidence did not wait: c1 is final and audited, c2 open.
+    assert (writer.stats.opened, writer.stats.closed) == (2, 1)
+    assert len(list((archive / "recordings").rglob("*.rec"))) == 1
+    assert len(list((archive / "recordings").rglob("*.rec.partial"))) == 1
+    assert events_of(archive).count("recording.opened") == 2
+    assert events_of(archive).count("recording.closed") == 1
+    assert recordings(archive) == []  # only their rows wait
     assert writer.catalog_stats.waiting == 4 and writer.catalog_stats.deferred >= 2
+    assert len(backlog_lines(archive)) == 4  # on disk, should the recorder die now
     metrics = generate_latest(make_registry(Sources(writer=writer))).decode().splitlines()
     assert "recorder_index_writes_waiting 4.0" in metrics  # what an operator sees
-    # Its file stays `.partial`, locked, until its row is written: recovery's, if a crash
-    # comes first.
-    assert len(list((archive / "recordings").rglob("*.rec.partial"))) == 2
-    assert not list((archive / "recordings").rglob("*.rec"))
-    assert events_of(archive).count("recording.opened") == 2  # the evidence did not wait
-    assert "recording.closed" not in events_of(archive)
 
     lock.release()
     writer.handle(RecordingAudio(2, tone(1, 2000)))
     writer.handle(RecordingEnded(2, T + 2 * 10**9, "bye", ("PCMU",)))
     writer.commit()
     assert writer.catalog_stats.waiting == 0 and writer.stats.closed == 2
+    assert backlog_lines(archive) == []  # made: gone
     session.close()
 
     assert events_of(archive).count("recording.closed") == 2
@@ -119,10 +119,10 @@ def test_the_end_of_a_session_waits_for_the_lock(tmp_path: Path) -> None:
     session.writer.handle(RecordingAudio(1, tone(1, 1000)))
     session.writer.handle(RecordingEnded(1, T + 10**9, "bye", ("PCMU",)))
     session.writer.commit()
-    assert session.writer.stats.closed == 0
+    assert session.writer.catalog_stats.waiting == 2
     threading.Timer(0.5, lock.release).start()
     session.writer.settle()  # what replay and the service do before their summary
-    assert session.writer.stats.closed == 1
+    assert session.writer.catalog_stats.waiting == 0
     session.close()
     verify(archive, key)
     [row] = recordings(archive)
@@ -133,8 +133,8 @@ def test_a_session_that_ends_while_the_index_stays_locked_leaves_it_to_the_next(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A shutdown while the lock is still held: no traceback, no lost call. The writes
-    wait in the backlog and the recording stays `.partial`; the next start makes them
-    and recovers it whole, with its call."""
+    wait in the backlog; the next start makes them: the recording has its row, with its
+    call."""
     monkeypatch.setattr(catalog, "CLOSING_WAIT_S", 0.2)
     archive, key = tmp_path / "a", key_file(tmp_path)
     session = ArchiveSession(archive, MASTER, "service", Config())
@@ -144,7 +144,7 @@ def test_a_session_that_ends_while_the_index_stays_locked_leaves_it_to_the_next(
     session.writer.handle(RecordingEnded(1, T + 2 * 10**9, "shutdown", ("PCMU",)))
     session.close()  # gives up after CLOSING_WAIT_S, and says so
     assert len(backlog_lines(archive)) == 2
-    assert len(list((archive / "recordings").rglob("*.rec.partial"))) == 1
+    assert len(list((archive / "recordings").rglob("*.rec"))) == 1
     lock.release()
 
     ArchiveSession(archive, MASTER, "service", Config()).close()
@@ -153,12 +153,13 @@ def test_a_session_that_ends_while_the_index_stays_locked_leaves_it_to_the_next(
     assert (row["call_id"], row["caller"], row["state"], row["complete"]) == (
         "c1",
         "+4930111",
-        "recovered",
+        "closed",
         1,
     )
     pcm = export_pcm(archive, key, str(row["id"]), tmp_path / "o.wav")
     assert np.array_equal(pcm, np.frombuffer(tone(2, 1000), "<i2").reshape(-1, 2))
     assert backlog_lines(archive) == []
+    assert "index.backlog_applied" in events_of(archive)
 
 
 _KILLED = textwrap.dedent(
@@ -179,35 +180,40 @@ _KILLED = textwrap.dedent(
     other.execute("BEGIN IMMEDIATE")  # another process's lock, as far as the writer knows
     pcm = np.full((3 * 8000, 2), (3000, -3000), dtype="<i2").tobytes()
     t = 1_700_000_000 * 10**9
-    session.writer.handle(RecordingStarted(1, "killed", "a", "b", t, 8000, 2))
+    session.writer.handle(RecordingStarted(1, "ended", "+4930111", "b", t, 8000, 2))
+    session.writer.handle(RecordingStarted(2, "open", "+4930222", "d", t, 8000, 2))
     session.writer.handle(RecordingAudio(1, pcm))
+    session.writer.handle(RecordingAudio(2, pcm))
     session.writer.handle(RecordingEnded(1, t + 3 * 10**9, "bye", ("PCMU",)))
-    session.writer.commit()  # synced; its row waits for the lock
-    assert session.writer._catalog.stats.waiting == 2
+    session.writer.commit()  # 1 final and audited, 2 still open; their rows wait
+    session.writer._appender.wait()  # (what writer.py bounds: the rest of a second)
+    assert session.writer._catalog.stats.waiting == 3
     print("written", flush=True)
     time.sleep(600)
     """
 )
 
 
-def test_a_crash_while_the_index_is_locked_loses_no_recording(tmp_path: Path) -> None:
-    """Killed with a whole recording waiting for its row: the next start recovers all of
-    it, its final segment included (so "complete"), and indexes and audits it."""
+def test_a_crash_while_the_index_is_locked_loses_no_row(tmp_path: Path) -> None:
+    """Killed while the rows of an ended and of an open recording wait: the next start
+    makes them from the backlog, then recovers the open one as always; both keep their
+    call and numbers (without the backlog, the open one came back with neither)."""
     archive, key = tmp_path / "a", key_file(tmp_path)
     ArchiveSession(archive, MASTER, "setup", Config()).close()
     kill_once_written(_KILLED, archive)
-    assert len(list((archive / "recordings").rglob("*.rec.partial"))) == 1
 
     again = ArchiveSession(archive, MASTER, "service", Config())
     assert again.recovered == 1
     again.close()
     verify(archive, key)
-    [row] = recordings(archive)
-    assert (row["call_id"], row["state"], row["complete"]) == ("killed", "recovered", 1)
-    pcm = export_pcm(archive, key, str(row["id"]), tmp_path / "k.wav")
+    rows = {str(r["call_id"]): r for r in recordings(archive)}
+    assert {c: (r["caller"], r["state"], r["complete"]) for c, r in rows.items()} == {
+        "ended": ("+4930111", "closed", 1),
+        "open": ("+4930222", "recovered", 0),
+    }
+    pcm = export_pcm(archive, key, str(rows["ended"]["id"]), tmp_path / "k.wav")
     assert np.array_equal(pcm, np.frombuffer(tone(3, 3000), "<i2").reshape(-1, 2))
-    assert "recording.recovered" in events_of(archive)
-    assert "index.backlog_applied" in events_of(archive)  # its row, with its call
+    assert "index.backlog_applied" in events_of(archive)
     assert not list(archive.glob("*index-backlog-*"))
 
 
@@ -217,9 +223,35 @@ def test_a_running_sessions_backlog_is_its_own(tmp_path: Path) -> None:
     mine = Backlog(archive)
     mine.append([call(1)])
     with Index(archive / "index.sqlite") as index:
-        assert apply_backlogs(archive, index) == 0  # locked: a running session's
+        assert apply_backlogs(archive, index).made == 0  # locked: a running session's
     assert len(backlog_lines(archive)) == 1
     mine.clear()
+    assert backlog_lines(archive) == []
+
+
+def test_a_damaged_backlog_never_keeps_the_recorder_from_starting(tmp_path: Path) -> None:
+    """Lines that are not index writes, or cannot be made, are skipped and counted (the
+    audit says so); the rest are made, and the recorder starts."""
+    archive = tmp_path / "a"
+    ArchiveSession(archive, MASTER, "setup", Config()).close()
+    good = catalog.add_call(
+        call_id="c9", caller="a", callee="b", first_seen_ns=T, last_seen_ns=T,
+        outcome="not_answered", reason="486", sensor_id=None,
+    )  # fmt: skip
+    (archive / "index-backlog-1-dead.jsonl").write_bytes(
+        b"not json\n"
+        + b'{"op": "drop_table", "args": {}}\n'
+        + b'{"op": "update_recording", "args": {"id": "x", "no_such_column": 1}}\n'
+        + b'{"op": "add_recording", "args": {"row": {"id": "x"}}}\n'
+        + b'{"op": "add_call", "args": [1, 2]}\n'
+        + good.line()
+        + b'{"op": "add_call", "args": {"call_id": "torn'
+    )
+    ArchiveSession(archive, MASTER, "service", Config()).close()
+    [applied] = [e for e in audit_events(archive) if e["event"] == "index.backlog_applied"]
+    assert (applied["writes"], applied["skipped"], applied["outcome"]) == (1, 6, "failure")
+    with sqlite3.connect(archive / "index.sqlite") as db:
+        assert db.execute("SELECT call_id FROM calls").fetchall() == [("c9",)]
     assert backlog_lines(archive) == []
 
 
@@ -239,6 +271,10 @@ class FakeIndex:
 
     def add_call(self, **fields: object) -> None:
         self.written.append(fields["call_id"])
+
+    def update_recording(self, recording_id: str, **changes: object) -> bool:
+        self.written.append(recording_id)
+        return True
 
 
 class _Batch:
@@ -270,21 +306,19 @@ def backlog_lines(folder: Path) -> list[str]:
     ]
 
 
-def test_writes_wait_in_order_on_disk_and_what_follows_them_waits_too(tmp_path: Path) -> None:
+def test_writes_wait_in_order_on_disk(tmp_path: Path) -> None:
     busy, full = sqlite_error(5, "database is locked"), sqlite_error(13, "disk is full")
     index = FakeIndex(iter([busy, full, None]))
     cat = Catalog(index, Backlog(tmp_path))  # type: ignore[arg-type]
-    done: list[str] = []
     cat.add(call(1))
-    cat.then(lambda: done.append("audited 1"))
     cat.write()
     assert len(backlog_lines(tmp_path)) == 1  # synced, for the next session if we die
     cat.add(call(2))
     cat.write()
-    assert index.written == [] and done == [] and cat.stats.waiting == 2
+    assert index.written == [] and cat.stats.waiting == 2
     assert len(backlog_lines(tmp_path)) == 2
     cat.write()
-    assert index.written == [1, 2] and done == ["audited 1"]
+    assert index.written == [1, 2]
     assert cat.stats.deferred == 2 and cat.stats.waiting == 0
     assert backlog_lines(tmp_path) == []  # made: the backlog is gone
     assert index.waits == [catalog.LOCK_WAIT_S]  # a short wait for the lock
@@ -323,41 +357,11 @@ def test_tries_are_paced_while_the_lock_is_held(
     assert index.written == [1, 2]
 
 
-def closed_not_renamed(archive: Path) -> tuple[Path, Path]:
-    """A recording of +4930111 closed, then put back as it is between its row and its
-    rename: (its final path, its `.partial` file)."""
-    session = ArchiveSession(archive, MASTER, "service", Config())
-    session.writer.handle(RecordingStarted(1, "c1", "+4930111", "+4930222", T, 8000, 2))
-    session.writer.handle(RecordingAudio(1, tone(1, 1000)))
-    session.writer.handle(RecordingEnded(1, T + 10**9, "bye", ("PCMU",)))
-    session.close()
-    (final,) = (archive / "recordings").rglob("*.rec")
-    partial = final.with_name(final.name + ".partial")
-    final.rename(partial)
-    return final, partial
-
-
-def test_verify_reads_a_closed_recording_not_renamed_yet(tmp_path: Path) -> None:
-    """Between its row and its rename (`verify` run beside a recorder), a closed
-    recording's bytes are in its `.partial` file: checked against the index as they are."""
-    archive, key = tmp_path / "a", key_file(tmp_path)
-    _, partial = closed_not_renamed(archive)
-    assert "1/1 recordings authentic" in verify(archive, key)
-    [row] = recordings(archive)
-    pcm = export_pcm(archive, key, str(row["id"]), tmp_path / "o.wav")
-    assert np.array_equal(pcm, np.frombuffer(tone(1, 1000), "<i2").reshape(-1, 2))
-    with partial.open("r+b") as f:  # altered meanwhile: still found out
-        f.seek(200)
-        f.write(b"\xff")
-    done = cli("verify", "--archive", str(archive), "--key", str(key))
-    assert done.returncode != 0 and "0/1 recordings authentic" in done.stdout
-
-
 def test_a_replay_that_ends_with_the_index_locked_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`recorder replay` counts such recordings as recorded and not indexed yet; the next
-    session on the archive indexes them, whole."""
+    """`recorder replay` says how many index writes still wait; the next session on the
+    archive makes them."""
     from recorder.runtime import replay as replay_module
     from tests.builders import write_pcap
     from tests.core.test_clock_steps import CALL
@@ -374,11 +378,11 @@ def test_a_replay_that_ends_with_the_index_locked_says_so(
 
     monkeypatch.setattr(replay_module, "feed_blocks", locked_feed)
     summary = replay_module.replay([capture], archive, MASTER, "replay")
-    assert (summary.recorded, summary.unindexed) == (1, 1)
+    assert (summary.recorded, summary.index_writes_waiting) == (1, 2)
     locks[0].release()
     ArchiveSession(archive, MASTER, "service", Config()).close()
     [row] = recordings(archive)
-    assert (row["call_id"], row["state"], row["complete"]) == ("call-1@test", "recovered", 1)
+    assert (row["call_id"], row["state"], row["complete"]) == ("call-1@test", "closed", 1)
     assert row["duration_s"] == 20.0
     verify(archive, key)
 
@@ -403,19 +407,21 @@ def test_a_backlog_that_cannot_be_written_leaves_the_writes_waiting_in_memory() 
     assert index.written == [1, 2] and cat.stats.waiting == 0
 
 
-def test_an_erasure_waits_for_a_recording_not_renamed_yet(tmp_path: Path) -> None:
-    """Row written, file still `.partial` (the moment before its rename): an erasure
-    request refuses it as still being recorded, instead of destroying its key and leaving
-    the writer to rename a file no row names."""
-    archive, key = tmp_path / "a", key_file(tmp_path)
-    final, partial = closed_not_renamed(archive)
-    done = cli("erase", "--number", "+4930111", "--archive", str(archive))
-    assert "still being recorded" in done.stdout + done.stderr
-    [row] = recordings(archive)
-    with KeyStore(archive / "keys.sqlite") as keys:
-        assert keys.get(str(row["id"])) is not None
-    partial.rename(final)  # renamed: now it goes
-    done = cli("erase", "--number", "+4930111", "--archive", str(archive))
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert recordings(archive) == [] and not final.exists()
-    verify(archive, key)
+def test_a_long_lock_and_a_flood_of_unrecorded_calls_stay_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past MAX_WAITING_CALLS waiting entries of unrecorded calls, more are dropped and
+    counted; recordings' rows still wait, and are all made once the lock goes."""
+    monkeypatch.setattr(catalog, "MAX_WAITING_CALLS", 3)
+    busy = sqlite_error(5, "database is locked")
+    index = FakeIndex(iter([busy, busy, None]))
+    cat = Catalog(index, Backlog(tmp_path))  # type: ignore[arg-type]
+    cat.add(call(1))
+    cat.write()  # locked from here
+    for n in range(2, 10):
+        cat.add(call(n))
+    cat.add(IndexWrite("update_recording", {"id": "r1", "state": "closed"}))
+    cat.write()
+    assert cat.stats.calls_dropped == 6 and cat.stats.waiting == 4
+    cat.write()
+    assert index.written == [1, 2, 3, "r1"]

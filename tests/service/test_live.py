@@ -161,13 +161,13 @@ def test_a_locked_index_does_not_stop_the_service(tmp_path: Path) -> None:
             call.talk(40)
             call.bye()
         held = recorder.scrape_until("recorder_index_writes_waiting", 4, timeout=15)
-        assert held["recorder_recordings_written_total"] == 0  # not final before its row
+        assert held["recorder_recordings_written_total"] == 2  # final: only their rows wait
+        assert recordings(recorder.archive) == []
         time.sleep(12)  # longer than the old 10 s wait: the service lives on
         assert recorder.proc is not None and recorder.proc.poll() is None
         lock.execute("ROLLBACK")
         lock.close()
-        recorder.scrape_until("recorder_recordings_written_total", 2, timeout=10)
-        metrics = recorder.scrape_until("recorder_index_writes_waiting", 0)
+        metrics = recorder.scrape_until("recorder_index_writes_waiting", 0, timeout=10)
         assert recorder.stop() == 0
     finally:
         first.close()

@@ -16,8 +16,7 @@ from recorder.container.format import (
     SEGMENT_BYTES,
     HeaderBlock,
     RecordingHeader,
-    encode_header,
-    payload_keys,
+    sealing_header,
 )
 
 _NEW, _OPEN, _DONE = range(3)
@@ -43,8 +42,7 @@ class RecordingWriter:
     )
 
     def __init__(self, header: RecordingHeader, file_key: bytes, salt: bytes) -> None:
-        self._block = encode_header(header, file_key, salt)
-        keys = payload_keys(file_key, salt, self._block.signed, self._block.mac)
+        self._block, keys = sealing_header(header, file_key, salt)
         self._aead = AESGCM(keys.key)  # one cipher object per writer, reused for every segment
         self._base = int.from_bytes(keys.base_nonce, "big")
         self._buf = bytearray()

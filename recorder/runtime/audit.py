@@ -7,8 +7,9 @@ line's bytes (64 zeros for the first). Editing, deleting, inserting or reorderin
 the chain or the sequence, and `verify_audit` names the line.
 
 Writing: several processes may append to one trail at once (a replay while someone exports).
-Each append takes an exclusive `flock`, reads only the file's last line for `seq` and `prev`,
-writes the new line with one `os.write` on an O_APPEND descriptor, fsyncs, and unlocks. A last
+Each append takes an exclusive `flock`, reads only the file's last line for `seq` and `prev`
+(not even that when the file's size shows the last line is this process's own), writes the
+new line with one `os.write` on an O_APPEND descriptor, fsyncs, and unlocks. A last
 line without its newline is a write torn by a crash: it is cut, and an `audit.recovered` record
 says how many bytes went.
 
@@ -108,6 +109,9 @@ class AuditTrail:
         self._mac_key = mac_key
         self._fd = -1
         self._pid = -1
+        # (file size, seq, hash) just after this process's last line: while the size is
+        # unchanged, the next append chains to it without reading the tail back.
+        self._last: tuple[int, int, str] | None = None
         self._open()
 
     def __enter__(self) -> AuditTrail:
@@ -138,9 +142,14 @@ class AuditTrail:
             raise ValueError("audit trail is closed")
         if os.getpid() != self._pid:  # forked: an inherited descriptor would share our lock
             os.close(self._fd)
+            self._last = None
             self._open()
         with self._locked():
-            seq, prev = self._tail_locked()
+            size = os.fstat(self._fd).st_size
+            if self._last is not None and self._last[0] == size:
+                seq, prev = self._last[1], self._last[2]  # nobody appended since our line
+            else:
+                seq, prev = self._tail_locked()
             return self._append_locked(seq + 1, prev, event, outcome, sync, ts_ns, extra)
 
     def close(self) -> None:
@@ -224,7 +233,9 @@ class AuditTrail:
         }
         if self._mac_key is not None:
             record["mac"] = record_mac(self._mac_key, record)
-        _write_all(self._fd, canonical_bytes(record) + b"\n")
+        line = canonical_bytes(record)
+        size = _write_all(self._fd, line + b"\n")
+        self._last = (size, seq, line_hash(line))
         if sync:
             os.fdatasync(self._fd)
         return record
@@ -243,14 +254,16 @@ def _line_start(fd: int, end: int) -> int:
     return 0
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    """One write in practice; on a short write or error, roll back so no torn line remains."""
+def _write_all(fd: int, data: bytes) -> int:
+    """One write in practice; on a short write or error, roll back so no torn line remains.
+    Returns the file's size after it (the lock is held: nobody else writes)."""
     before = os.fstat(fd).st_size
     try:
         write_all(fd, data)
     except OSError:
         os.ftruncate(fd, before)
         raise
+    return before + len(data)
 
 
 @dataclass

@@ -401,3 +401,31 @@ def test_forked_child_reopens_instead_of_sharing_the_lock(tmp_path: Path) -> Non
     assert report.ok, report.failures[:5]
     assert len(report.records) == 201
     assert len({r["pid"] for r in report.records}) == 2
+
+
+def test_interleaved_writers_each_read_the_others_line(tmp_path: Path) -> None:
+    """Each trail keeps the tail of its own last line; a line from another writer in between
+    (the file grew) must be read back, or the chain would fork."""
+    path = audit_path(tmp_path)
+    one, two = AuditTrail(path, "one"), AuditTrail(path, "two")
+    for i in range(5):
+        one.append("export", sync=False, n=i)
+        one.append("export", sync=False, n=i)
+        two.append("verify", sync=False, n=i)
+    one.close()
+    two.close()
+    report = verify_audit(path)
+    assert report.ok, report.failures
+    assert [r["seq"] for r in report.records] == list(range(1, 16))
+
+
+def test_own_last_line_altered_in_place_is_not_chained_over(tmp_path: Path) -> None:
+    """The next append chains to the line as this process wrote it, so an edit of the same
+    size made between two appends breaks the chain where it was made."""
+    path = audit_path(tmp_path)
+    with AuditTrail(path, "tester") as trail:
+        trail.append("export", sync=False, recording_id="aaaa")
+        lines = _lines(path)
+        _write(path, [lines[0].replace(b'"aaaa"', b'"bbbb"')])
+        trail.append("export", sync=False, recording_id="cccc")
+    assert _failures(path) == ["line 2: hash chain broken (prev does not match line 1)"]

@@ -73,7 +73,9 @@ def verify_archive(archive: Archive, masters: Mapping[str, MasterKey], actor: st
             hashes[row.id] = _check_recording(archive, masters, keys, row, report, index, store)
         if not backends.shared_index:
             _check_stray_files(archive, rows, report, index)
-        _check_audit(trail, rows, hashes, deleted, keys, report, lambda: _trail(archive, backends))
+        _check_audit(
+            trail, rows, hashes, deleted, keys, report, lambda: _trail_now(archive, backends, store)
+        )
         report.audit_records = local_records  # shipped trails are counted in the notes
     finally:
         keys.close()
@@ -95,6 +97,18 @@ def _trail(archive: Archive, backends: Backends) -> AuditReport:
     if backends.shared_index and not archive.audit_path.exists():
         return AuditReport()
     return verify_audit(archive.audit_dir)
+
+
+def _trail_now(archive: Archive, backends: Backends, store: RecordingStore | None) -> AuditReport:
+    """The trail as it is now: this node's, and with the s3 backend what every sensor has
+    shipped since verify started (a sensor ships a recording's closing before the index
+    shows its upload). Its failures were reported at the first read."""
+    report = _trail(archive, backends)
+    if store is not None:
+        from recorder.scale.verify import shipped_records
+
+        report.records.extend(shipped_records(store, backends.prefix(), [], []))
+    return report
 
 
 def _shared_checks(

@@ -10,7 +10,6 @@ and run-probe setting. Opening may only fail with `CaptureFileError`.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import _common
@@ -66,5 +65,4 @@ def test_one_input(data: bytes) -> None:
 
 
 if __name__ == "__main__":
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
+    _common.fuzz(test_one_input)

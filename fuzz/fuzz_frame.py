@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-import sys
 
 import _common  # puts the repository on sys.path
 import atheris  # type: ignore[import-untyped, import-not-found, unused-ignore]
@@ -102,8 +101,7 @@ def check_blocks(
 
 
 def main() -> None:
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
+    _common.fuzz(test_one_input)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-import sys
 
 import _common  # puts the repository on sys.path
 import atheris  # type: ignore[import-untyped, import-not-found, unused-ignore]
@@ -39,8 +38,7 @@ def test_one_input(data: bytes) -> None:
 
 
 def main() -> None:
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
+    _common.fuzz(test_one_input)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,7 @@ fuzz-chosen order with duplicates must yield exactly those messages.
 
 from __future__ import annotations
 
-import sys
-
-import _common  # noqa: F401  (puts the repository on sys.path)
+import _common  # puts the repository on sys.path
 import atheris  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
 with atheris.instrument_imports():
@@ -106,8 +104,7 @@ def test_one_input(data: bytes) -> None:
 
 
 def main() -> None:
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
+    _common.fuzz(test_one_input)
 
 
 if __name__ == "__main__":

@@ -217,6 +217,18 @@ def _check_audit(
             unrecovered.pop(str(record.get("recording_id")), None)
         elif record.get("event") == "recording.recovery_failed":
             unrecovered[str(record.get("recording_id"))] = str(record.get("reason", ""))
+    # A recorder, a retention run or an erasure may be at work beside `verify`: what it
+    # read of the trail first is older than the index it read next. The trail as it is
+    # at the end settles what the first read cannot (read once, only if needed).
+    later: list[dict[str, Any]] | None = None
+
+    def trail_now() -> list[dict[str, Any]]:
+        nonlocal later
+        if later is None:
+            later = reread().records if reread is not None else []
+        return later
+
+    missing: list[str] = []
     for recording_id, digest in recorded.items():
         if recording_id in deleted:
             if keys.get(recording_id) is not None:
@@ -224,12 +236,20 @@ def _check_audit(
                     f"recording {recording_id}: audited as deleted but its file key remains"
                 )
         elif recording_id not in hashes:
-            report.failures.append(
-                f"audit trail: recording {recording_id} is not in the index (deleted?)"
-            )
+            missing.append(recording_id)
         elif hashes[recording_id] not in (None, _PENDING) and hashes[recording_id] != digest:
             report.failures.append(
                 f"audit trail: recording {recording_id} differs from the hash the trail recorded"
+            )
+    deleted_since = _deleted_ids(trail_now()) if missing else set()
+    for recording_id in missing:
+        if recording_id not in deleted_since:
+            report.failures.append(
+                f"audit trail: recording {recording_id} is not in the index (deleted?)"
+            )
+        elif keys.get(recording_id) is not None:
+            report.failures.append(
+                f"recording {recording_id}: audited as deleted but its file key remains"
             )
     for recording_id, reason in unrecovered.items():
         report.failures.append(f"recording {recording_id}: not recovered after a crash: {reason}")
@@ -241,16 +261,15 @@ def _check_audit(
         and row.id not in deleted
         and hashes.get(row.id) != _PENDING
     ]
-    if unaudited and reread is not None:
-        # A recorder writing beside `verify` audits a closed recording's hash just after
-        # its row, which may have been read in between: the trail as it is now.
-        later = {
+    if unaudited:
+        # A recorder audits a closed recording's hash just after its row.
+        closed_since = {
             str(r.get("recording_id")): r.get("sha256")
-            for r in reread().records
+            for r in trail_now()
             if r.get("event") in _HASH_EVENTS
         }
         for recording_id in list(unaudited):
-            found = later.get(recording_id)
+            found = closed_since.get(recording_id)
             if isinstance(found, str):
                 unaudited.remove(recording_id)
                 if hashes.get(recording_id) not in (None, _PENDING, found):

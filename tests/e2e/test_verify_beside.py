@@ -1,8 +1,9 @@
-"""`recorder verify` run beside a recorder that is writing: what verify read at its start
-(the audit trail, then the index) is older than what it finds on disk at its end. A
-recording closed in between, or opened and closed while verify ran, is not a failure; a
-changed hash still is. Before, both were reported ("no audit record of its closing",
-"file ... is not in the index"): a verify of a busy live archive could not pass."""
+"""`recorder verify` run beside a recorder, a retention run or an erasure: what verify read
+at its start (the audit trail, then the index) is older than what it finds at its end. A
+recording closed in between, opened and closed while verify ran, or deleted in between is
+not a failure; a changed hash or a key left behind still is. Before, such recordings were
+reported ("no audit record of its closing", "file ... is not in the index", "not in the
+index (deleted?)"): a verify of a busy live archive could not pass."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from recorder.compliance.retention import Disposer
 from recorder.config import Config
 from recorder.core.events import RecordingAudio, RecordingEnded, RecordingStarted
 from recorder.runtime import verify
 from recorder.runtime.archive import Archive
-from recorder.runtime.audit import AuditReport
+from recorder.runtime.audit import AuditReport, AuditTrail
 from recorder.runtime.index import Index
+from recorder.runtime.keystore import KeyStore
 from recorder.runtime.session import ArchiveSession
 from tests.e2e.test_two_recorders import MASTER, T, tone
 
@@ -107,3 +110,52 @@ def test_a_hash_audited_late_is_still_compared(
     assert report.failures == [
         f"audit trail: recording {second} differs from the hash the trail recorded"
     ]
+
+
+def erase(archive: Archive, recording_id: str) -> None:
+    """Delete one recording as an erasure does (audit, key, file, row)."""
+    with (
+        Index(archive.index_path) as index,
+        KeyStore(archive.keystore_path) as keys,
+        AuditTrail(archive.audit_path, "dpo") as audit,
+    ):
+        row = index.get(recording_id)
+        assert row is not None
+        assert Disposer(archive, index, keys, audit).delete(row, T, "erasure") is None
+
+
+def deletion(record: dict[str, object], recording_id: str) -> bool:
+    return record["event"] == "recording.deleted" and record["recording_id"] == recording_id
+
+
+def test_a_recording_deleted_between_the_trail_and_the_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An erasure or a retention run beside verify: the trail verify read first has the
+    recording's closing but not yet its deletion, the index it read next no longer has it."""
+    archive, (_, second) = recorded_archive(tmp_path)
+    erase(archive, second)
+    trails(monkeypatch, lambda records: without(records, lambda r: not deletion(r, second)))
+    report = verify.verify_archive(archive, {MASTER.kid: MASTER}, "t")
+    assert report.failures == [] and report.recordings_ok == 1
+
+
+def test_a_recording_gone_from_the_index_without_a_deletion_fails(tmp_path: Path) -> None:
+    archive, (_, second) = recorded_archive(tmp_path)
+    with Index(archive.index_path) as index:
+        index.delete_recording(second)
+    report = verify.verify_archive(archive, {MASTER.kid: MASTER}, "t")
+    assert f"audit trail: recording {second} is not in the index (deleted?)" in report.failures
+
+
+def test_a_deletion_audited_late_with_its_key_left_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive, (_, second) = recorded_archive(tmp_path)
+    with Index(archive.index_path) as index, AuditTrail(archive.audit_path, "dpo") as audit:
+        audit.append("recording.deleted", recording_id=second, reason="erasure")
+        index.delete_recording(second)  # row gone, key and file kept: not a real deletion
+    trails(monkeypatch, lambda records: without(records, lambda r: not deletion(r, second)))
+    report = verify.verify_archive(archive, {MASTER.kid: MASTER}, "t")
+    assert f"recording {second}: audited as deleted but its file key remains" in report.failures
+    assert len(report.failures) == 2  # and its file, still there, is not in the index

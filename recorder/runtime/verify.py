@@ -63,6 +63,11 @@ def verify_archive(archive: Archive, masters: Mapping[str, MasterKey], actor: st
             _shared_checks(backends, store, index, rows, trail, report)
         deleted = _deleted_ids(trail.records)
         hashes = {}
+
+        def deleted_since(recording_id: str) -> bool:
+            """Whether the trail, as it is now, records `recording_id`'s deletion."""
+            return recording_id in _deleted_ids(_trail_now(archive, backends, store).records)
+
         for row in rows:
             if row.id in deleted:  # audited as deleted, yet still indexed: interrupted
                 report.failures.append(
@@ -70,7 +75,9 @@ def verify_archive(archive: Archive, masters: Mapping[str, MasterKey], actor: st
                     "(deletion interrupted: run the deletion again)"
                 )
                 continue
-            hashes[row.id] = _check_recording(archive, masters, keys, row, report, index, store)
+            hashes[row.id] = _check_recording(
+                archive, masters, keys, row, report, index, store, deleted_since
+            )
         if not backends.shared_index:
             _check_stray_files(archive, rows, report, index)
         _check_audit(
@@ -137,8 +144,12 @@ def _check_recording(
     report: VerifyReport,
     index: Index,
     store: RecordingStore | None,
+    deleted_since: Callable[[str], bool],
 ) -> str | None:
-    """Authenticate one recording; returns the SHA-256 of its file as found (None if absent)."""
+    """Authenticate one recording; returns the SHA-256 of its file as found (None if absent).
+    A recording that cannot be read because it is being deleted beside verify (an erasure
+    or a retention run audits the deletion first, then destroys key, file and row) is a
+    note."""
     if row.state == "open":
         report.notes.append(f"recording {row.id} is still being written (open)")
         return None
@@ -152,7 +163,7 @@ def _check_recording(
                 f"recording {row.id}: not uploaded yet by sensor {row.sensor_id or '?'}"
             )
             return _PENDING
-        report.failures.append(f"recording {row.id}: {exc}")
+        _failed(report, row, str(exc), deleted_since)
         return None
     try:
         file_key = file_key_for(keys, masters, row.id)
@@ -169,12 +180,22 @@ def _check_recording(
             raise IntegrityError("file hash differs from the index (altered or replaced)")
     except IntegrityError as exc:
         raw_file.close()
-        report.failures.append(f"recording {row.id}: {exc}")
+        _failed(report, row, str(exc), deleted_since)
         return None
     report.recordings_ok += 1
     if not row.complete:
         report.notes.append(f"recording {row.id} is incomplete ({row.reason or 'interrupted'})")
     return digest
+
+
+def _failed(
+    report: VerifyReport, row: RecordingRow, problem: str, deleted_since: Callable[[str], bool]
+) -> None:
+    if deleted_since(row.id):
+        report.recordings -= 1
+        report.notes.append(f"recording {row.id} was deleted while verify ran")
+    else:
+        report.failures.append(f"recording {row.id}: {problem}")
 
 
 def _check_stray_files(

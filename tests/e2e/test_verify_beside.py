@@ -159,3 +159,58 @@ def test_a_deletion_audited_late_with_its_key_left_fails(
     report = verify.verify_archive(archive, {MASTER.kid: MASTER}, "t")
     assert f"recording {second}: audited as deleted but its file key remains" in report.failures
     assert len(report.failures) == 2  # and its file, still there, is not in the index
+
+
+def delete_after_listing(monkeypatch: pytest.MonkeyPatch, deletion: Callable[[], None]) -> None:
+    """`deletion` runs just after verify has listed the index."""
+    real_list = Index.list_recordings
+
+    def listing(self: Index, *a: object, **k: object) -> list[object]:
+        rows = real_list(self, *a, **k)  # type: ignore[arg-type]
+        deletion()
+        return rows  # type: ignore[return-value]
+
+    monkeypatch.setattr(Index, "list_recordings", listing)
+
+
+def test_a_recording_deleted_after_the_index_was_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive, (_, second) = recorded_archive(tmp_path)
+    delete_after_listing(monkeypatch, lambda: erase(archive, second))
+    report = verify.verify_archive(archive, {MASTER.kid: MASTER}, "t")
+    assert report.failures == []
+    assert (report.recordings, report.recordings_ok) == (1, 1)
+    assert f"recording {second} was deleted while verify ran" in report.notes
+
+
+def test_a_recording_whose_key_is_being_destroyed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Audited as deleted and its key destroyed; its file and row not yet removed."""
+    archive, (_, second) = recorded_archive(tmp_path)
+
+    def half_deleted() -> None:
+        with KeyStore(archive.keystore_path) as keys, AuditTrail(archive.audit_path, "dpo") as a:
+            a.append("recording.deleted", recording_id=second, reason="erasure")
+            keys.delete(second)
+
+    delete_after_listing(monkeypatch, half_deleted)
+    report = verify.verify_archive(archive, {MASTER.kid: MASTER}, "t")
+    assert report.failures == [] and report.recordings_ok == 1
+    monkeypatch.undo()
+    later = verify.verify_archive(archive, {MASTER.kid: MASTER}, "t")  # never finished
+    assert later.failures == [
+        f"recording {second}: audited as deleted but still in the index "
+        "(deletion interrupted: run the deletion again)"
+    ]
+
+
+def test_a_missing_key_without_a_deletion_still_fails(tmp_path: Path) -> None:
+    archive, (_, second) = recorded_archive(tmp_path)
+    with KeyStore(archive.keystore_path) as keys:
+        keys.delete(second)
+    report = verify.verify_archive(archive, {MASTER.kid: MASTER}, "t")
+    assert report.failures == [
+        f"recording {second}: its file key is not in the key store (destroyed or never stored)"
+    ]

@@ -63,11 +63,7 @@ def verify_archive(archive: Archive, masters: Mapping[str, MasterKey], actor: st
             _shared_checks(backends, store, index, rows, trail, report)
         deleted = _deleted_ids(trail.records)
         hashes = {}
-
-        def deleted_since(recording_id: str) -> bool:
-            """Whether the trail, as it is now, records `recording_id`'s deletion."""
-            return recording_id in _deleted_ids(_trail_now(archive, backends, store).records)
-
+        unreadable: list[tuple[str, str]] = []  # (recording, problem): deleted meanwhile?
         for row in rows:
             if row.id in deleted:  # audited as deleted, yet still indexed: interrupted
                 report.failures.append(
@@ -76,8 +72,18 @@ def verify_archive(archive: Archive, masters: Mapping[str, MasterKey], actor: st
                 )
                 continue
             hashes[row.id] = _check_recording(
-                archive, masters, keys, row, report, index, store, deleted_since
+                archive, masters, keys, row, report, index, store, unreadable
             )
+        if unreadable:
+            # Deleting audits first, then destroys key, file and row: a recording deleted
+            # beside verify, and so unreadable, has its deletion in the trail by now.
+            deleted_now = _deleted_ids(_trail_now(archive, backends, store).records)
+            for recording_id, problem in unreadable:
+                if recording_id in deleted_now:
+                    report.recordings -= 1
+                    report.notes.append(f"recording {recording_id} was deleted while verify ran")
+                else:
+                    report.failures.append(f"recording {recording_id}: {problem}")
         if not backends.shared_index:
             _check_stray_files(archive, rows, report, index)
         _check_audit(
@@ -144,12 +150,11 @@ def _check_recording(
     report: VerifyReport,
     index: Index,
     store: RecordingStore | None,
-    deleted_since: Callable[[str], bool],
+    unreadable: list[tuple[str, str]],
 ) -> str | None:
     """Authenticate one recording; returns the SHA-256 of its file as found (None if absent).
-    A recording that cannot be read because it is being deleted beside verify (an erasure
-    or a retention run audits the deletion first, then destroys key, file and row) is a
-    note."""
+    A recording that does not authenticate, or whose file or key is missing, is added to
+    `unreadable`: a failure, unless it was being deleted beside verify."""
     if row.state == "open":
         report.notes.append(f"recording {row.id} is still being written (open)")
         return None
@@ -163,7 +168,7 @@ def _check_recording(
                 f"recording {row.id}: not uploaded yet by sensor {row.sensor_id or '?'}"
             )
             return _PENDING
-        _failed(report, row, str(exc), deleted_since)
+        unreadable.append((row.id, str(exc)))
         return None
     try:
         file_key = file_key_for(keys, masters, row.id)
@@ -180,22 +185,12 @@ def _check_recording(
             raise IntegrityError("file hash differs from the index (altered or replaced)")
     except IntegrityError as exc:
         raw_file.close()
-        _failed(report, row, str(exc), deleted_since)
+        unreadable.append((row.id, str(exc)))
         return None
     report.recordings_ok += 1
     if not row.complete:
         report.notes.append(f"recording {row.id} is incomplete ({row.reason or 'interrupted'})")
     return digest
-
-
-def _failed(
-    report: VerifyReport, row: RecordingRow, problem: str, deleted_since: Callable[[str], bool]
-) -> None:
-    if deleted_since(row.id):
-        report.recordings -= 1
-        report.notes.append(f"recording {row.id} was deleted while verify ran")
-    else:
-        report.failures.append(f"recording {row.id}: {problem}")
 
 
 def _check_stray_files(

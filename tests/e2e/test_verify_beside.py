@@ -214,3 +214,25 @@ def test_a_missing_key_without_a_deletion_still_fails(tmp_path: Path) -> None:
     assert report.failures == [
         f"recording {second}: its file key is not in the key store (destroyed or never stored)"
     ]
+
+
+def test_a_deletion_audited_before_the_index_was_read_and_finished_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Verify read the trail with the deletion in it, then the index with the row still in
+    it (a deletion removes the row last); the deletion finished while verify ran."""
+    archive, (_, second) = recorded_archive(tmp_path)
+    with AuditTrail(archive.audit_path, "dpo") as audit:
+        audit.append("recording.deleted", recording_id=second, reason="erasure")
+
+    def finish() -> None:
+        with Index(archive.index_path) as index, KeyStore(archive.keystore_path) as keys:
+            row = index.get(second)
+            assert row is not None
+            keys.delete(second)
+            archive.resolve(row.path).unlink()
+            index.delete_recording(second)
+
+    delete_after_listing(monkeypatch, finish)
+    report = verify.verify_archive(archive, {MASTER.kid: MASTER}, "t")
+    assert report.failures == [] and report.recordings_ok == 1

@@ -63,6 +63,15 @@ def verify_archive(archive: Archive, masters: Mapping[str, MasterKey], actor: st
             _shared_checks(backends, store, index, rows, trail, report)
         deleted = _deleted_ids(trail.records)
         hashes = {}
+        later: list[AuditReport] = []
+
+        def trail_now() -> AuditReport:
+            """The trail as it is after every recording was checked (read once; with the
+            s3 backend this downloads every shipped segment again)."""
+            if not later:
+                later.append(_trail_now(archive, backends, store))
+            return later[0]
+
         unreadable: list[tuple[str, str]] = []  # (recording, problem): deleted meanwhile?
         being_deleted: list[str] = []  # audited as deleted, yet indexed: done by the end?
         for row in rows:
@@ -83,7 +92,7 @@ def verify_archive(archive: Archive, masters: Mapping[str, MasterKey], actor: st
         if unreadable:
             # Deleting audits first, then destroys key, file and row: a recording deleted
             # beside verify, and so unreadable, has its deletion in the trail by now.
-            deleted_now = _deleted_ids(_trail_now(archive, backends, store).records)
+            deleted_now = _deleted_ids(trail_now().records)
             for recording_id, problem in unreadable:
                 if recording_id in deleted_now:
                     report.recordings -= 1
@@ -92,9 +101,7 @@ def verify_archive(archive: Archive, masters: Mapping[str, MasterKey], actor: st
                     report.failures.append(f"recording {recording_id}: {problem}")
         if not backends.shared_index:
             _check_stray_files(archive, rows, report, index)
-        _check_audit(
-            trail, rows, hashes, deleted, keys, report, lambda: _trail_now(archive, backends, store)
-        )
+        _check_audit(trail, rows, hashes, deleted, keys, report, trail_now)
         report.audit_records = local_records  # shipped trails are counted in the notes
     finally:
         keys.close()
@@ -239,16 +246,12 @@ def _check_audit(
             unrecovered.pop(str(record.get("recording_id")), None)
         elif record.get("event") == "recording.recovery_failed":
             unrecovered[str(record.get("recording_id"))] = str(record.get("reason", ""))
+
     # A recorder, a retention run or an erasure may be at work beside `verify`: what it
     # read of the trail first is older than the index it read next. The trail as it is
-    # at the end settles what the first read cannot (read once, only if needed).
-    later: list[dict[str, Any]] | None = None
-
+    # at the end (`reread`, only if needed) settles what the first read cannot.
     def trail_now() -> list[dict[str, Any]]:
-        nonlocal later
-        if later is None:
-            later = reread().records if reread is not None else []
-        return later
+        return reread().records if reread is not None else []
 
     missing: list[str] = []
     for recording_id, digest in recorded.items():
